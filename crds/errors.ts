@@ -1,0 +1,57 @@
+/**
+ * The coded errors shared by every part of Loam. One table says, per code, what an API client
+ * sees (HTTP status and the Kubernetes `Status.reason`) and what a gRPC peer sees, so the API
+ * server, the hub and the agents map failures the same way.
+ */
+
+export const errorCodes = {
+  /** A create found the key or object already there. */
+  AlreadyExists: { http: 409, reason: 'AlreadyExists', grpc: 6 /* ALREADY_EXISTS */ },
+  /** A compare-and-swap lost: the object changed since the revision the writer read. */
+  Conflict: { http: 409, reason: 'Conflict', grpc: 10 /* ABORTED */ },
+  NotFound: { http: 404, reason: 'NotFound', grpc: 5 /* NOT_FOUND */ },
+  /** The requested revision has been compacted away (Kubernetes: 410 Gone, "too old"). */
+  Compacted: { http: 410, reason: 'Expired', grpc: 11 /* OUT_OF_RANGE */ },
+  /** An object failed schema validation; `causes` name the fields. */
+  Invalid: { http: 422, reason: 'Invalid', grpc: 3 /* INVALID_ARGUMENT */ },
+  BadRequest: { http: 400, reason: 'BadRequest', grpc: 3 /* INVALID_ARGUMENT */ },
+  /** A watcher fell too far behind and was dropped; it must re-list. */
+  WatchTooSlow: { http: 410, reason: 'Expired', grpc: 8 /* RESOURCE_EXHAUSTED */ },
+  /** The store or a peer cannot be reached now; retrying later may work. */
+  Unavailable: { http: 503, reason: 'ServiceUnavailable', grpc: 14 /* UNAVAILABLE */ },
+  /** The component was closed while the call was under way. */
+  Closed: { http: 503, reason: 'ServiceUnavailable', grpc: 1 /* CANCELLED */ },
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+/** One field-level reason, as in a Kubernetes `StatusCause`. */
+export interface ErrorCause {
+  field: string;
+  reason: string;
+  message: string;
+}
+
+export class LoamError extends Error {
+  readonly code: ErrorCode;
+  readonly causes: ErrorCause[];
+
+  constructor(code: ErrorCode, message: string, options: { causes?: ErrorCause[]; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LoamError';
+    this.code = code;
+    this.causes = options.causes ?? [];
+  }
+
+  get httpStatus(): number {
+    return errorCodes[this.code].http;
+  }
+
+  get reason(): string {
+    return errorCodes[this.code].reason;
+  }
+}
+
+export function isLoamError(err: unknown, code?: ErrorCode): err is LoamError {
+  return err instanceof LoamError && (code === undefined || err.code === code);
+}
