@@ -1,0 +1,103 @@
+/**
+ * Loam's PKI: a CA made on first start, serving certificates with the SANs clients dial, and
+ * client certificates whose subject says who the holder is (CN = user or agent, O = groups or
+ * role), as Kubernetes reads them. Keys come from Node's crypto (fast); node-forge builds and
+ * signs the certificates. Whoever needs a certificate makes its own key and hands over only the
+ * public half, so private keys never leave the machine that made them.
+ */
+import { createHash, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import forge from 'node-forge';
+
+export interface KeyPair {
+  publicKeyPem: string;
+  privateKeyPem: string;
+}
+
+export interface CertificateAuthority {
+  certPem: string;
+  keyPem: string;
+}
+
+export interface CertificateRequest {
+  commonName: string;
+  /** Subject O entries: Kubernetes groups for users, the role for agents. */
+  organizations?: string[];
+  dnsNames?: string[];
+  ipAddresses?: string[];
+  usage: 'server' | 'client';
+  validityDays: number;
+  publicKeyPem: string;
+}
+
+export function generateKeyPair(): KeyPair {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  return { publicKeyPem: publicKey, privateKeyPem: privateKey };
+}
+
+function newCertificate(publicKeyPem: string, validityDays: number): forge.pki.Certificate {
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem);
+  // Positive 128-bit serial: the high bit cleared so DER does not read it as negative.
+  const serial = randomBytes(16);
+  serial[0] = (serial[0] as number) & 0x7f;
+  cert.serialNumber = serial.toString('hex');
+  // Backdated a little so a peer whose clock runs slightly behind still accepts it.
+  cert.validity.notBefore = new Date(Date.now() - 5 * 60_000);
+  cert.validity.notAfter = new Date(Date.now() + validityDays * 86_400_000);
+  return cert;
+}
+
+function sign(cert: forge.pki.Certificate, keyPem: string): string {
+  // node-forge reads PKCS#1 and PKCS#8 RSA keys alike.
+  cert.sign(forge.pki.privateKeyFromPem(keyPem), forge.md.sha256.create());
+  return forge.pki.certificateToPem(cert);
+}
+
+export function createCertificateAuthority(
+  commonName = 'loam-ca',
+  validityDays = 3650,
+): CertificateAuthority {
+  const keys = generateKeyPair();
+  const cert = newCertificate(keys.publicKeyPem, validityDays);
+  const subject = [{ name: 'commonName', value: commonName }];
+  cert.setSubject(subject);
+  cert.setIssuer(subject);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ]);
+  return { certPem: sign(cert, keys.privateKeyPem), keyPem: keys.privateKeyPem };
+}
+
+export function issueCertificate(ca: CertificateAuthority, request: CertificateRequest): string {
+  const caCert = forge.pki.certificateFromPem(ca.certPem);
+  const cert = newCertificate(request.publicKeyPem, request.validityDays);
+  cert.setSubject([
+    { name: 'commonName', value: request.commonName },
+    ...(request.organizations ?? []).map((value) => ({ name: 'organizationName', value })),
+  ]);
+  cert.setIssuer(caCert.subject.attributes);
+  const altNames = [
+    ...(request.dnsNames ?? []).map((value) => ({ type: 2, value })),
+    ...(request.ipAddresses ?? []).map((ip) => ({ type: 7, ip })),
+  ];
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: request.usage === 'server', clientAuth: request.usage === 'client' },
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
+    ...(altNames.length > 0 ? [{ name: 'subjectAltName', altNames }] : []),
+  ]);
+  return sign(cert, ca.keyPem);
+}
+
+/** The CA pin agents check before trusting a control plane: `sha256:` of the CA's SubjectPublicKeyInfo. */
+export function caPin(caCertPem: string): string {
+  const spki = new X509Certificate(caCertPem).publicKey.export({ type: 'spki', format: 'der' });
+  return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
+}
