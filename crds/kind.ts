@@ -1,0 +1,31 @@
+import type { z } from 'zod';
+import type { Scope } from './meta.js';
+
+/** A column of `kubectl get` output (CRD additionalPrinterColumns; Table rows in the built-in API server). */
+export interface PrinterColumn {
+  name: string;
+  type: 'string' | 'integer' | 'number' | 'boolean' | 'date';
+  jsonPath: string;
+  description?: string;
+  /** 0 shows by default; higher only with `-o wide`. */
+  priority?: number;
+}
+
+/**
+ * Everything the API server, the CRD generator and clients need to know about one kind. Both
+ * derive names, scope, validation and columns from this, never from their own copies.
+ */
+export interface KindInfo<Schema extends z.ZodType = z.ZodType> {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  singular: string;
+  listKind: string;
+  shortNames: string[];
+  categories: string[];
+  scope: Scope;
+  /** The whole object (apiVersion, kind, metadata, spec, status); parsing applies defaults. */
+  schema: Schema;
+  printerColumns: PrinterColumn[];
+}
