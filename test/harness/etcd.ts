@@ -3,7 +3,7 @@
  * data dir, killed (or stopped) and restarted on the same dir for durability tests.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, pollUntil } from './poll.js';
@@ -27,10 +27,19 @@ export class EtcdServer {
       throw new Error(`${etcdBinary} not found: install etcd-server (hack/install-deps.sh)`);
     }
     const server = new EtcdServer();
-    server.clientPort = await freePort();
-    server.peerPort = await freePort();
-    await server.launch();
-    return server;
+    // A port free a moment ago can be taken by the time etcd binds it: try fresh ones, a few times.
+    for (let attempt = 1; ; attempt++) {
+      server.clientPort = await freePort();
+      server.peerPort = await freePort();
+      try {
+        await server.launch();
+        return server;
+      } catch (err) {
+        if (attempt >= 5 || !/address already in use/.test(String(err))) throw err;
+        rmSync(server.dataDir, { recursive: true, force: true });
+        mkdirSync(server.dataDir);
+      }
+    }
   }
 
   get endpoint(): string {
@@ -82,10 +91,17 @@ export class EtcdServer {
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString()).slice(-4000);
     });
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    // 'close' comes after stderr is drained, so an early exit is reported with etcd's last words.
+    let closed = false;
+    this.exited = new Promise((resolve) =>
+      child.once('close', () => {
+        closed = true;
+        resolve();
+      }),
+    );
     await pollUntil(
       async () => {
-        if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}: ${this.stderr}`);
+        if (closed) throw new Error(`etcd exited with ${child.exitCode}: ${this.stderr}`);
         const res = await fetch(`${client}/health`, { signal: AbortSignal.timeout(1000) }).catch(
           () => undefined,
         );
