@@ -28,14 +28,23 @@ export interface CustomResourceDefinition {
       served: boolean;
       storage: boolean;
       schema: { openAPIV3Schema: JsonSchema };
-      subresources: { status: Record<string, never> };
+      /** Present only for kinds with a status subresource. */
+      subresources?: { status: Record<string, never> };
       additionalPrinterColumns: PrinterColumn[];
     }[];
   };
 }
 
-export function crdFor(kind: KindInfo): CustomResourceDefinition {
+/**
+ * The kind's whole-object schema as a structural OpenAPI v3 schema: what a CRD carries, and what
+ * the built-in API server's OpenAPI documents start from.
+ */
+export function structuralSchema(kind: KindInfo): JsonSchema {
   const jsonSchema = z.toJSONSchema(kind.schema, { target: 'openapi-3.0', io: 'input', reused: 'inline' });
+  return structural(jsonSchema as JsonSchema);
+}
+
+export function crdFor(kind: KindInfo): CustomResourceDefinition {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -56,8 +65,8 @@ export function crdFor(kind: KindInfo): CustomResourceDefinition {
           name: kind.version,
           served: true,
           storage: true,
-          schema: { openAPIV3Schema: structural(jsonSchema as JsonSchema) },
-          subresources: { status: {} },
+          schema: { openAPIV3Schema: structuralSchema(kind) },
+          ...(kind.statusSubresource ? { subresources: { status: {} } } : {}),
           additionalPrinterColumns: kind.printerColumns.map((column) => ({ ...column })),
         },
       ],

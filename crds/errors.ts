@@ -19,6 +19,12 @@ export const errorCodes = {
   WatchTooSlow: { http: 410, reason: 'Expired', grpc: 8 /* RESOURCE_EXHAUSTED */ },
   /** The store or a peer cannot be reached now; retrying later may work. */
   Unavailable: { http: 503, reason: 'ServiceUnavailable', grpc: 14 /* UNAVAILABLE */ },
+  Unauthorized: { http: 401, reason: 'Unauthorized', grpc: 16 /* UNAUTHENTICATED */ },
+  Forbidden: { http: 403, reason: 'Forbidden', grpc: 7 /* PERMISSION_DENIED */ },
+  MethodNotAllowed: { http: 405, reason: 'MethodNotAllowed', grpc: 12 /* UNIMPLEMENTED */ },
+  UnsupportedMediaType: { http: 415, reason: 'UnsupportedMediaType', grpc: 3 /* INVALID_ARGUMENT */ },
+  /** A bug or an unexpected failure; the message must not leak internals. */
+  Internal: { http: 500, reason: 'InternalError', grpc: 13 /* INTERNAL */ },
   /** The component was closed while the call was under way. */
   Closed: { http: 503, reason: 'ServiceUnavailable', grpc: 1 /* CANCELLED */ },
 } as const;

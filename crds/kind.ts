@@ -25,6 +25,11 @@ export interface KindInfo<Schema extends z.ZodType = z.ZodType> {
   shortNames: string[];
   categories: string[];
   scope: Scope;
+  /**
+   * Whether status is written only through the `/status` subresource (and ignored on writes to the
+   * main resource), as for CRDs with `subresources.status` and most built-in kinds.
+   */
+  statusSubresource: boolean;
   /** The whole object (apiVersion, kind, metadata, spec, status); parsing applies defaults. */
   schema: Schema;
   printerColumns: PrinterColumn[];

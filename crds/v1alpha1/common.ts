@@ -57,6 +57,7 @@ export function defineKind<
     // `kubectl get loam` lists every Loam object.
     categories: ['loam'],
     scope,
+    statusSubresource: true,
     schema,
     printerColumns,
   };

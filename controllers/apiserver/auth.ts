@@ -1,0 +1,56 @@
+/**
+ * Who is asking, and may they. Authentication by client certificate (user = CN, groups = O, as
+ * Kubernetes reads them). Authorization: the admin group may do anything; a tenant credential
+ * carries `loam:namespace:<ns>` groups and is confined to those namespaces.
+ */
+import type { TLSSocket } from 'node:tls';
+import { LoamError } from '../../crds/errors.js';
+import type { ResourceRequest } from './routing.js';
+
+export const adminGroup = 'system:masters';
+export const tenantGroupPrefix = 'loam:namespace:';
+
+export interface User {
+  name: string;
+  groups: string[];
+}
+
+export function authenticate(socket: TLSSocket): User | undefined {
+  if (!socket.authorized) return undefined;
+  const cert = socket.getPeerCertificate();
+  const cn = cert?.subject?.CN;
+  if (!cn) return undefined;
+  const name = Array.isArray(cn) ? (cn[0] as string) : cn;
+  const o = cert.subject.O;
+  const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
+  return { name, groups: [...groups, 'system:authenticated'] };
+}
+
+export function tenantNamespaces(user: User): string[] {
+  return user.groups
+    .filter((g) => g.startsWith(tenantGroupPrefix))
+    .map((g) => g.slice(tenantGroupPrefix.length));
+}
+
+/** Throws Forbidden, worded as kube-apiserver's RBAC denial, unless `user` may make `req`. */
+export function authorize(user: User, req: ResourceRequest): void {
+  if (user.groups.includes(adminGroup)) return;
+  const namespaces = tenantNamespaces(user);
+  const { kind } = req;
+  const allowed =
+    kind.scope === 'Namespaced'
+      ? req.namespace !== undefined && namespaces.includes(req.namespace)
+      : // A tenant may read its own Namespace objects and nothing else cluster-wide.
+        kind.plural === 'namespaces' &&
+        kind.group === '' &&
+        req.verb === 'get' &&
+        namespaces.includes(req.name ?? '');
+  if (allowed) return;
+  const resource = req.subresource ? `${kind.plural}/${req.subresource}` : kind.plural;
+  const where = req.namespace === undefined ? 'at the cluster scope' : `in the namespace "${req.namespace}"`;
+  const verb = req.verb === 'deletecollection' ? 'deletecollection' : req.verb;
+  throw new LoamError(
+    'Forbidden',
+    `${kind.group ? `${kind.plural}.${kind.group}` : kind.plural}${req.name ? ` "${req.name}"` : ''} is forbidden: User "${user.name}" cannot ${verb} resource "${resource}" in API group "${kind.group}" ${where}`,
+  );
+}

@@ -1,0 +1,351 @@
+/**
+ * The verbs on stored objects — get, list, watch, create, update, patch, delete,
+ * deletecollection — over the revisioned store, with kube-apiserver's semantics:
+ * resourceVersion is the store revision, compare-and-swap on update, finalizers hold a deleted
+ * object until they are gone, status is a subresource. HTTP stays in server.ts.
+ */
+import { LoamError } from '../../crds/errors.js';
+import { formatTimestamp } from '../../crds/meta.js';
+import { group as loamGroup } from '../../crds/v1alpha1/index.js';
+import { validateObject } from '../../crds/validate.js';
+import type { KeyValue, Store, WatchEvent } from '../storage/store.js';
+import {
+  type ApiObject,
+  apiVersionOf,
+  conflictError,
+  expectedRevision,
+  prepareCreate,
+  prepareStatusUpdate,
+  prepareUpdate,
+} from './objects.js';
+import { applyJsonPatch, applyMergePatch } from './patch.js';
+import type { ResourceRequest } from './routing.js';
+import { storageKey, storagePrefix } from './routing.js';
+import {
+  type FieldSelector,
+  type LabelSelector,
+  parseFieldSelector,
+  parseLabelSelector,
+} from './selectors.js';
+import { qualifiedName } from './status.js';
+
+export const patchTypes = {
+  merge: 'application/merge-patch+json',
+  json: 'application/json-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  apply: 'application/apply-patch+yaml',
+} as const;
+
+export interface WatchSink {
+  send(type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'ERROR', object: unknown): void;
+}
+
+/** Bounded retries of a patch whose read-modify-write lost a race with another writer. */
+const patchAttempts = 5;
+
+export class Resources {
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  async get(req: ResourceRequest): Promise<ApiObject> {
+    return (await this.read(req)).obj;
+  }
+
+  async list(req: ResourceRequest, query: URLSearchParams) {
+    const { kind } = req;
+    const filter = this.filter(req, query);
+    const limit = Number(query.get('limit') ?? 0) || 0;
+    const items: ApiObject[] = [];
+    let token = query.get('continue') || undefined;
+    let revision = 0;
+    // Keep reading pages until `limit` objects pass the selectors, as kube-apiserver does.
+    for (let pages = 0; pages < 10_000; pages++) {
+      const page = await this.store.list(storagePrefix(kind, req.namespace), {
+        limit: limit > 0 ? limit - items.length : 0,
+        ...(token ? { continue: token } : {}),
+      });
+      revision = page.revision;
+      for (const kv of page.items) {
+        const obj = decode(kv);
+        if (filter(obj)) items.push(obj);
+      }
+      token = page.continue;
+      if (!token || (limit > 0 && items.length >= limit)) break;
+    }
+    const metadata: Record<string, unknown> = { resourceVersion: String(revision) };
+    if (token) metadata.continue = token;
+    return { kind: kind.listKind, apiVersion: apiVersionOf(kind), metadata, items };
+  }
+
+  /**
+   * Streams changes until `signal` aborts. Without a resourceVersion (or with "0") the current
+   * objects come first as ADDED, as a list-then-watch would see them.
+   */
+  async watch(
+    req: ResourceRequest,
+    query: URLSearchParams,
+    sink: WatchSink,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { kind } = req;
+    const filter = this.filter(req, query);
+    const prefix = req.name ? storageKey(kind, req.namespace, req.name) : storagePrefix(kind, req.namespace);
+    const rv = query.get('resourceVersion') ?? '';
+    let from: number;
+    if (rv === '' || rv === '0') {
+      const initial = await this.list({ ...req, verb: 'list' }, query);
+      for (const obj of initial.items) sink.send('ADDED', obj);
+      from = Number(initial.metadata.resourceVersion);
+    } else {
+      from = Number(rv);
+      if (!Number.isSafeInteger(from) || from < 0)
+        throw new LoamError('BadRequest', `invalid resourceVersion ${JSON.stringify(rv)}`);
+    }
+    const watch = await this.store.watch(prefix, from);
+    signal.addEventListener('abort', () => watch.close(), { once: true });
+    if (signal.aborted) watch.close();
+    for await (const event of watch) {
+      // A single-object watch uses the key as prefix: skip keys that merely start with it.
+      if (req.name && event.kv.key !== prefix) continue;
+      const change = classify(event, filter);
+      if (change) sink.send(change.type, change.object);
+    }
+  }
+
+  async create(req: ResourceRequest, body: unknown): Promise<ApiObject> {
+    const { kind } = req;
+    if (req.subresource) throw new LoamError('MethodNotAllowed', 'create is not allowed on a subresource');
+    const obj = prepareCreate(kind, body, req.namespace, this.now());
+    // kube-apiserver's namespace strategy: a new Namespace is Active.
+    if (kind.group === '' && kind.plural === 'namespaces') obj.status = { phase: 'Active' };
+    const validated = validateObject(kind, obj) as ApiObject;
+    const name = validated.metadata.name as string;
+    if (kind.scope === 'Namespaced') await this.checkNamespaceAcceptsContent(req.namespace as string);
+    const key = storageKey(kind, req.namespace, name);
+    try {
+      return decode(await this.store.create(key, JSON.stringify(validated)));
+    } catch (err) {
+      if (err instanceof LoamError && err.code === 'AlreadyExists') {
+        throw new LoamError(
+          'AlreadyExists',
+          `${qualifiedName(kind.plural, kind.group, name)} already exists`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  async update(req: ResourceRequest, body: unknown): Promise<ApiObject> {
+    const current = await this.read(req);
+    const next = this.prepare(req, current.obj, body);
+    const expected = expectedRevision(next) ?? current.kv.modRevision;
+    return this.write(req, next, expected);
+  }
+
+  async patch(req: ResourceRequest, contentType: string, body: unknown): Promise<ApiObject> {
+    const { kind } = req;
+    // kubectl sends strategic merge patches only for the kinds it compiles in (the built-in ones).
+    if (contentType === patchTypes.strategic && kind.group === loamGroup) {
+      throw new LoamError(
+        'UnsupportedMediaType',
+        `the body of the request was in an unknown format - accepted media types include: ${patchTypes.json}, ${patchTypes.merge}, ${patchTypes.apply}`,
+      );
+    }
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.read(req);
+      // Patch the object without its resourceVersion, so one only counts when the patch sets it.
+      const { resourceVersion: _rv, ...metadata } = current.obj.metadata;
+      const patched = this.applyPatch(contentType, { ...current.obj, metadata }, body);
+      const next = this.prepare(req, current.obj, patched);
+      // A patch naming a resourceVersion is a precondition; otherwise retry lost races.
+      const precondition = expectedRevision(next);
+      try {
+        return await this.write(req, next, precondition ?? current.kv.modRevision);
+      } catch (err) {
+        if (
+          precondition !== undefined ||
+          attempt >= patchAttempts ||
+          !(err instanceof LoamError && err.code === 'Conflict')
+        ) {
+          throw err;
+        }
+      }
+    }
+  }
+
+  async delete(
+    req: ResourceRequest,
+    options: { resourceVersion?: string; uid?: string } = {},
+  ): Promise<ApiObject> {
+    const { kind } = req;
+    const current = await this.read(req);
+    const { obj } = current;
+    const name = req.name as string;
+    if (options.uid !== undefined && options.uid !== obj.metadata.uid) {
+      throw new LoamError(
+        'Conflict',
+        `Precondition failed: UID in precondition: ${options.uid}, UID in object meta: ${obj.metadata.uid}`,
+      );
+    }
+    if (options.resourceVersion !== undefined && options.resourceVersion !== obj.metadata.resourceVersion) {
+      throw conflictError(`${kind.plural}${kind.group ? `.${kind.group}` : ''}`, name);
+    }
+    if ((obj.metadata.finalizers?.length ?? 0) > 0) {
+      // Finalizers hold the object: mark it deleted and let their owners finish and remove them.
+      if (obj.metadata.deletionTimestamp) return obj;
+      const marked: ApiObject = {
+        ...obj,
+        metadata: {
+          ...obj.metadata,
+          deletionTimestamp: formatTimestamp(this.now()),
+          deletionGracePeriodSeconds: 0,
+        },
+      };
+      return this.write(req, marked, current.kv.modRevision);
+    }
+    try {
+      return decode(await this.store.delete(current.kv.key, current.kv.modRevision));
+    } catch (err) {
+      throw this.translate(err, req);
+    }
+  }
+
+  async deleteCollection(req: ResourceRequest, query: URLSearchParams) {
+    const list = await this.list({ ...req, verb: 'list' }, query);
+    const deleted: ApiObject[] = [];
+    for (const obj of list.items) {
+      try {
+        deleted.push(
+          await this.delete({
+            ...req,
+            verb: 'delete',
+            namespace: obj.metadata.namespace,
+            name: obj.metadata.name as string,
+          }),
+        );
+      } catch (err) {
+        if (!(err instanceof LoamError && err.code === 'NotFound')) throw err;
+      }
+    }
+    return { ...list, items: deleted };
+  }
+
+  private prepare(req: ResourceRequest, existing: ApiObject, body: unknown): ApiObject {
+    const name = req.name as string;
+    const next =
+      req.subresource === 'status'
+        ? prepareStatusUpdate(req.kind, existing, body, name)
+        : prepareUpdate(req.kind, existing, body, name);
+    if (req.subresource === 'status') {
+      const rv = (body as ApiObject | undefined)?.metadata?.resourceVersion;
+      if (rv !== undefined) next.metadata.resourceVersion = rv;
+    }
+    return validateObject(req.kind, next) as ApiObject;
+  }
+
+  /** Stores `next` if the object is still at `expected`; an object whose last finalizer went while deleted is removed. */
+  private async write(req: ResourceRequest, next: ApiObject, expected: number): Promise<ApiObject> {
+    const key = storageKey(req.kind, req.namespace, req.name as string);
+    const { resourceVersion: _rv, ...metadata } = next.metadata;
+    const stored: ApiObject = { ...next, metadata };
+    try {
+      if (metadata.deletionTimestamp && (metadata.finalizers?.length ?? 0) === 0) {
+        return decode(await this.store.delete(key, expected));
+      }
+      return decode(await this.store.update(key, JSON.stringify(stored), expected));
+    } catch (err) {
+      throw this.translate(err, req);
+    }
+  }
+
+  private applyPatch(contentType: string, current: ApiObject, body: unknown): unknown {
+    switch (contentType) {
+      case patchTypes.merge:
+      case patchTypes.strategic: // core kinds: without list merge keys, strategic merge is a merge patch
+        return applyMergePatch(current, body);
+      case patchTypes.json:
+        return applyJsonPatch(current, body);
+      default:
+        throw new LoamError(
+          'UnsupportedMediaType',
+          `the body of the request was in an unknown format - accepted media types include: ${patchTypes.json}, ${patchTypes.merge}`,
+        );
+    }
+  }
+
+  private async read(req: ResourceRequest): Promise<{ kv: KeyValue; obj: ApiObject }> {
+    const kv = await this.store.get(storageKey(req.kind, req.namespace, req.name as string));
+    if (!kv) {
+      throw new LoamError(
+        'NotFound',
+        `${qualifiedName(req.kind.plural, req.kind.group, req.name as string)} not found`,
+      );
+    }
+    return { kv, obj: decode(kv) };
+  }
+
+  private translate(err: unknown, req: ResourceRequest): unknown {
+    if (!(err instanceof LoamError)) return err;
+    const resource = `${req.kind.plural}${req.kind.group ? `.${req.kind.group}` : ''}`;
+    if (err.code === 'Conflict') return conflictError(resource, req.name as string);
+    if (err.code === 'NotFound') {
+      return new LoamError(
+        'NotFound',
+        `${qualifiedName(req.kind.plural, req.kind.group, req.name as string)} not found`,
+      );
+    }
+    return err;
+  }
+
+  private filter(req: ResourceRequest, query: URLSearchParams): (obj: ApiObject) => boolean {
+    const labels: LabelSelector = parseLabelSelector(query.get('labelSelector') ?? '');
+    const fields: FieldSelector = parseFieldSelector(query.get('fieldSelector') ?? '', [
+      'metadata.name',
+      'metadata.namespace',
+    ]);
+    return (obj) =>
+      labels.matches(obj.metadata.labels) &&
+      fields.matches({
+        'metadata.name': obj.metadata.name ?? '',
+        'metadata.namespace': obj.metadata.namespace ?? '',
+      }) &&
+      (req.namespace === undefined || obj.metadata.namespace === req.namespace);
+  }
+
+  private async checkNamespaceAcceptsContent(namespace: string): Promise<void> {
+    const kv = await this.store.get(`/registry/core/namespaces/${namespace}`);
+    if (!kv) throw new LoamError('NotFound', `namespaces ${JSON.stringify(namespace)} not found`);
+    if (decode(kv).metadata.deletionTimestamp) {
+      throw new LoamError(
+        'Forbidden',
+        `unable to create new content in namespace ${namespace} because it is being terminated`,
+      );
+    }
+  }
+}
+
+export function decode(kv: KeyValue): ApiObject {
+  const obj = JSON.parse(kv.value) as ApiObject;
+  obj.metadata.resourceVersion = String(kv.modRevision);
+  return obj;
+}
+
+/**
+ * The watch event a store change is for a filtered watcher: an object that starts matching is
+ * ADDED, one that stops matching is DELETED, as kube-apiserver's watch cache reports them.
+ */
+function classify(
+  event: WatchEvent,
+  matches: (obj: ApiObject) => boolean,
+): { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: ApiObject } | undefined {
+  const obj = decode(event.kv);
+  if (event.type === 'delete') return matches(obj) ? { type: 'DELETED', object: obj } : undefined;
+  const now = matches(obj);
+  const before = event.prev ? matches(decode(event.prev)) : event.kv.createRevision !== event.kv.modRevision;
+  if (now && before) return { type: 'MODIFIED', object: obj };
+  if (now) return { type: 'ADDED', object: obj };
+  if (before) return { type: 'DELETED', object: obj };
+  return undefined;
+}

@@ -1,0 +1,253 @@
+/**
+ * Loam's Kubernetes-compatible API server (standalone mode): HTTPS over HTTP/2 with HTTP/1.1
+ * fallback, client-certificate authentication, discovery, and the resource verbs of resources.ts.
+ * Every error leaves as a Kubernetes Status.
+ */
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+} from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import YAML from 'yaml';
+import { LoamError } from '../../crds/errors.js';
+import type { KindInfo } from '../../crds/kind.js';
+import type { Store } from '../storage/store.js';
+import { authenticate, authorize } from './auth.js';
+import { discoveryDocument } from './discovery.js';
+import { openapiDocuments, openapiIndex } from './openapi.js';
+import { patchTypes, Resources } from './resources.js';
+import { type ResourceRequest, routeRequest } from './routing.js';
+import { statusFromError } from './status.js';
+import { toTable, wantsTable } from './table.js';
+
+export interface ApiServerOptions {
+  store: Store;
+  kinds: readonly KindInfo[];
+  tls: { certPem: string; keyPem: string; caPem: string };
+  host: string;
+  port: number;
+  logger: Logger;
+}
+
+/** kube-apiserver's limit on a request body. */
+const maxBodyBytes = 3 * 1024 * 1024;
+
+export class ApiServer {
+  private readonly server: Http2SecureServer;
+  private readonly resources: Resources;
+  private readonly watches = new Set<AbortController>();
+  /** /openapi/v3 and its per-group-version documents, serialized once: the index hashes these bytes. */
+  private readonly openapi = new Map<string, string>();
+
+  private constructor(private readonly options: ApiServerOptions) {
+    this.resources = new Resources(options.store);
+    const documents = openapiDocuments(options.kinds);
+    this.openapi.set('/openapi/v3', JSON.stringify(openapiIndex(documents)));
+    for (const [path, document] of documents)
+      this.openapi.set(`/openapi/v3/${path}`, JSON.stringify(document));
+    this.server = createSecureServer(
+      {
+        allowHTTP1: true,
+        cert: options.tls.certPem,
+        key: options.tls.keyPem,
+        ca: options.tls.caPem,
+        requestCert: true,
+        // Unauthenticated requests still get a Status (401) rather than a failed handshake.
+        rejectUnauthorized: false,
+      },
+      (req, res) => void this.handle(req, res),
+    );
+  }
+
+  static async start(options: ApiServerOptions): Promise<ApiServer> {
+    const server = new ApiServer(options);
+    await new Promise<void>((resolve, reject) => {
+      server.server.once('error', reject);
+      server.server.listen(options.port, options.host, () => resolve());
+    });
+    return server;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  get url(): string {
+    const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
+    return `https://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${this.port}`;
+  }
+
+  async close(): Promise<void> {
+    for (const watch of this.watches) watch.abort();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
+    const started = Date.now();
+    const url = new URL(req.url, 'https://loam');
+    let subject: ResourceRequest | undefined;
+    try {
+      if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+        return;
+      }
+      const user = authenticate(req.socket as unknown as TLSSocket);
+      if (!user) throw new LoamError('Unauthorized', 'Unauthorized');
+      const route = routeRequest(req.method, url, this.options.kinds);
+      if (route.type === 'other') {
+        const openapi = req.method === 'GET' ? this.openapi.get(url.pathname.replace(/\/+$/, '')) : undefined;
+        if (openapi) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(openapi);
+          return;
+        }
+        const doc = req.method === 'GET' ? discoveryDocument(url.pathname, this.options.kinds) : undefined;
+        if (!doc) throw new LoamError('NotFound', 'the server could not find the requested resource');
+        this.send(res, 200, doc);
+        return;
+      }
+      subject = route;
+      authorize(user, route);
+      await this.serveResource(route, req, res, url);
+    } catch (err) {
+      if (!(err instanceof LoamError))
+        this.options.logger.error({ err, path: url.pathname }, 'request failed');
+      const status = statusFromError(err, {
+        ...(subject ? { resource: subject.kind.plural, group: subject.kind.group } : {}),
+        ...(subject?.name ? { name: subject.name } : {}),
+      });
+      if (res.headersSent) res.end();
+      else this.send(res, status.code, status);
+    } finally {
+      this.options.logger.debug(
+        { method: req.method, path: url.pathname, code: res.statusCode, ms: Date.now() - started },
+        'request',
+      );
+    }
+  }
+
+  private async serveResource(
+    route: ResourceRequest,
+    req: Http2ServerRequest,
+    res: Http2ServerResponse,
+    url: URL,
+  ): Promise<void> {
+    const table = wantsTable(req.headers.accept);
+    const respond = (code: number, obj: unknown, items?: unknown[]) => {
+      if (!table) return this.send(res, code, obj);
+      const list = obj as { metadata: Record<string, unknown>; items?: unknown[] };
+      const objects = (items ?? list.items ?? [obj]) as Parameters<typeof toTable>[1];
+      const metadata =
+        items || list.items ? list.metadata : { resourceVersion: list.metadata.resourceVersion };
+      return this.send(res, code, toTable(route.kind, objects, metadata, new Date()));
+    };
+    switch (route.verb) {
+      case 'get':
+        return respond(200, await this.resources.get(route));
+      case 'list':
+        return respond(200, await this.resources.list(route, url.searchParams));
+      case 'watch':
+        return this.serveWatch(route, url, res, table);
+      case 'create':
+        return respond(201, await this.resources.create(route, await readBody(req)));
+      case 'update':
+        return respond(200, await this.resources.update(route, await readBody(req)));
+      case 'patch': {
+        const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
+        const body = await readBody(req, contentType === patchTypes.apply ? 'yaml' : 'json');
+        return respond(200, await this.resources.patch(route, contentType, body));
+      }
+      case 'delete': {
+        const options = (await readBody(req, 'json', true)) as
+          | { preconditions?: { uid?: string; resourceVersion?: string } }
+          | undefined;
+        return respond(200, await this.resources.delete(route, options?.preconditions ?? {}));
+      }
+      case 'deletecollection':
+        return respond(200, await this.resources.deleteCollection(route, url.searchParams));
+    }
+  }
+
+  private async serveWatch(
+    route: ResourceRequest,
+    url: URL,
+    res: Http2ServerResponse,
+    table: boolean,
+  ): Promise<void> {
+    const abort = new AbortController();
+    this.watches.add(abort);
+    // kube-apiserver ends an open-ended watch after a random 30-60 min so clients re-list now and then.
+    const requested = Number(url.searchParams.get('timeoutSeconds') ?? 0);
+    const timeoutSeconds = requested > 0 ? requested : 1800 + Math.floor(Math.random() * 1800);
+    const timer = setTimeout(() => abort.abort(), timeoutSeconds * 1000);
+    res.on('close', () => abort.abort());
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
+      // HTTP/2 sends headers on writeHead; the HTTP/1.1 fallback needs a nudge.
+      (res as unknown as { flushHeaders?: () => void }).flushHeaders?.();
+    };
+    try {
+      start();
+      await this.resources.watch(
+        route,
+        url.searchParams,
+        {
+          send: (type, object) => {
+            const payload =
+              table && type !== 'ERROR'
+                ? toTable(route.kind, [object as Parameters<typeof toTable>[1][number]], {}, new Date())
+                : object;
+            res.write(`${JSON.stringify({ type, object: payload })}\n`);
+          },
+        },
+        abort.signal,
+      );
+    } catch (err) {
+      // Errors after the stream started (a compacted resourceVersion among them) travel as an
+      // ERROR event, which is what client-go and client-node expect (410 Gone -> re-list).
+      if (!(err instanceof LoamError)) this.options.logger.error({ err }, 'watch failed');
+      res.write(`${JSON.stringify({ type: 'ERROR', object: statusFromError(err) })}\n`);
+    } finally {
+      clearTimeout(timer);
+      this.watches.delete(abort);
+      res.end();
+    }
+  }
+
+  private send(res: Http2ServerResponse, code: number, body: unknown): void {
+    res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  }
+}
+
+async function readBody(
+  req: Http2ServerRequest,
+  format: 'json' | 'yaml' = 'json',
+  optional = false,
+): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBodyBytes) throw new LoamError('BadRequest', 'the request body is too large (limit 3 MiB)');
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') {
+    if (optional) return undefined;
+    throw new LoamError('BadRequest', 'the request body is empty');
+  }
+  const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
+  try {
+    return format === 'yaml' || contentType === 'application/yaml' ? YAML.parse(text) : JSON.parse(text);
+  } catch (err) {
+    throw new LoamError(
+      'BadRequest',
+      `the request body is not valid ${format === 'yaml' ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
+    );
+  }
+}
