@@ -10,10 +10,10 @@ import {
   servedKinds,
 } from '../../crds/builtin.js';
 import { crdFor } from '../../crds/crd.js';
-import { isLoamError, type LoamError } from '../../crds/errors.js';
 import type { KindInfo } from '../../crds/kind.js';
 import { kinds as loamKinds } from '../../crds/v1alpha1/index.js';
 import { validateObject } from '../../crds/validate.js';
+import { invalid } from '../harness/invalid.js';
 
 type Json = { [key: string]: unknown };
 
@@ -57,16 +57,6 @@ function refs(value: unknown, where = ''): [string, string, Json][] {
   const node = value as Json;
   const own: [string, string, Json][] = typeof node.$ref === 'string' ? [[where, node.$ref, node]] : [];
   return [...own, ...Object.entries(node).flatMap(([key, child]) => refs(child, `${where}/${key}`))];
-}
-
-function invalid(kind: KindInfo, object: unknown): LoamError {
-  try {
-    validateObject(kind, object);
-  } catch (err) {
-    assert.ok(isLoamError(err, 'Invalid'), `expected LoamError Invalid, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the object to be invalid');
 }
 
 describe('controllers/apiserver/openapi', () => {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { isLoamError, type LoamError } from '../../crds/errors.js';
 import type { KindInfo } from '../../crds/kind.js';
 import {
   apiVersion,
@@ -10,6 +9,7 @@ import {
   wireguardPeerKind,
 } from '../../crds/v1alpha1/index.js';
 import { validateObject } from '../../crds/validate.js';
+import { invalid } from '../harness/invalid.js';
 
 type Json = null | boolean | number | string | Json[] | JsonObject;
 type JsonObject = { [key: string]: Json | undefined };
@@ -57,16 +57,6 @@ const minimal: Record<Kind, JsonObject> = {
   Host: { apiVersion, kind: 'Host', metadata: { name: 'hv1' } },
   Router: { apiVersion, kind: 'Router', metadata: { name: 'edge-1' }, spec: { driver: 'linux' } },
 };
-
-function invalid(kind: KindInfo, object: unknown): LoamError {
-  try {
-    validateObject(kind, object);
-  } catch (err) {
-    assert.ok(isLoamError(err, 'Invalid'), `expected LoamError Invalid, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the object to be invalid');
-}
 
 const kindInfo: Record<Kind, KindInfo> = {
   Instance: instanceKind,
