@@ -9,6 +9,7 @@ import { formatTimestamp } from '../../crds/meta.js';
 import { group as loamGroup } from '../../crds/v1alpha1/index.js';
 import { validateObject } from '../../crds/validate.js';
 import type { KeyValue, Store, WatchEvent } from '../storage/store.js';
+import { checkUnknownFields, type FieldValidation } from './fields.js';
 import {
   type ApiObject,
   apiVersionOf,
@@ -38,6 +39,16 @@ export const patchTypes = {
 
 export interface WatchSink {
   send(type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'ERROR', object: unknown): void;
+}
+
+/** How a write treats fields the schema does not declare; warnings for the caller collect here. */
+export interface WriteOptions {
+  fieldValidation: FieldValidation;
+  warnings: string[];
+}
+
+function defaultWrite(): WriteOptions {
+  return { fieldValidation: 'Warn', warnings: [] };
 }
 
 /** Bounded retries of a patch whose read-modify-write lost a race with another writer. */
@@ -114,9 +125,14 @@ export class Resources {
     }
   }
 
-  async create(req: ResourceRequest, body: unknown): Promise<ApiObject> {
+  async create(
+    req: ResourceRequest,
+    body: unknown,
+    write: WriteOptions = defaultWrite(),
+  ): Promise<ApiObject> {
     const { kind } = req;
     if (req.subresource) throw new LoamError('MethodNotAllowed', 'create is not allowed on a subresource');
+    write.warnings.push(...checkUnknownFields(kind, body, write.fieldValidation));
     const obj = prepareCreate(kind, body, req.namespace, this.now());
     // kube-apiserver's namespace strategy: a new Namespace is Active.
     if (kind.group === '' && kind.plural === 'namespaces') obj.status = { phase: 'Active' };
@@ -137,14 +153,24 @@ export class Resources {
     }
   }
 
-  async update(req: ResourceRequest, body: unknown): Promise<ApiObject> {
+  async update(
+    req: ResourceRequest,
+    body: unknown,
+    write: WriteOptions = defaultWrite(),
+  ): Promise<ApiObject> {
+    write.warnings.push(...checkUnknownFields(req.kind, body, write.fieldValidation));
     const current = await this.read(req);
     const next = this.prepare(req, current.obj, body);
     const expected = expectedRevision(next) ?? current.kv.modRevision;
     return this.write(req, next, expected);
   }
 
-  async patch(req: ResourceRequest, contentType: string, body: unknown): Promise<ApiObject> {
+  async patch(
+    req: ResourceRequest,
+    contentType: string,
+    body: unknown,
+    write: WriteOptions = defaultWrite(),
+  ): Promise<ApiObject> {
     const { kind } = req;
     // kubectl sends strategic merge patches only for the kinds it compiles in (the built-in ones).
     if (contentType === patchTypes.strategic && kind.group === loamGroup) {
@@ -158,11 +184,14 @@ export class Resources {
       // Patch the object without its resourceVersion, so one only counts when the patch sets it.
       const { resourceVersion: _rv, ...metadata } = current.obj.metadata;
       const patched = this.applyPatch(contentType, { ...current.obj, metadata }, body);
+      const warnings = checkUnknownFields(req.kind, patched, write.fieldValidation);
       const next = this.prepare(req, current.obj, patched);
       // A patch naming a resourceVersion is a precondition; otherwise retry lost races.
       const precondition = expectedRevision(next);
       try {
-        return await this.write(req, next, precondition ?? current.kv.modRevision);
+        const written = await this.write(req, next, precondition ?? current.kv.modRevision);
+        write.warnings.push(...warnings);
+        return written;
       } catch (err) {
         if (
           precondition !== undefined ||

@@ -17,8 +17,9 @@ import type { KindInfo } from '../../crds/kind.js';
 import type { Store } from '../storage/store.js';
 import { authenticate, authorize } from './auth.js';
 import { discoveryDocument } from './discovery.js';
+import { parseFieldValidation } from './fields.js';
 import { openapiDocuments, openapiIndex } from './openapi.js';
-import { patchTypes, Resources } from './resources.js';
+import { patchTypes, Resources, type WriteOptions } from './resources.js';
 import { type ResourceRequest, routeRequest } from './routing.js';
 import { statusFromError } from './status.js';
 import { toTable, wantsTable } from './table.js';
@@ -135,7 +136,18 @@ export class ApiServer {
     url: URL,
   ): Promise<void> {
     const table = wantsTable(req.headers.accept);
+    const write: WriteOptions = {
+      fieldValidation: parseFieldValidation(url.searchParams.get('fieldValidation')),
+      warnings: [],
+    };
     const respond = (code: number, obj: unknown, items?: unknown[]) => {
+      // kubectl prints each `Warning: 299 - "..."` header as a warning line.
+      if (write.warnings.length > 0) {
+        res.setHeader(
+          'warning',
+          write.warnings.map((w) => `299 - ${JSON.stringify(w)}`),
+        );
+      }
       if (!table) return this.send(res, code, obj);
       const list = obj as { metadata: Record<string, unknown>; items?: unknown[] };
       const objects = (items ?? list.items ?? [obj]) as Parameters<typeof toTable>[1];
@@ -151,13 +163,13 @@ export class ApiServer {
       case 'watch':
         return this.serveWatch(route, url, res, table);
       case 'create':
-        return respond(201, await this.resources.create(route, await readBody(req)));
+        return respond(201, await this.resources.create(route, await readBody(req), write));
       case 'update':
-        return respond(200, await this.resources.update(route, await readBody(req)));
+        return respond(200, await this.resources.update(route, await readBody(req), write));
       case 'patch': {
         const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
         const body = await readBody(req, contentType === patchTypes.apply ? 'yaml' : 'json');
-        return respond(200, await this.resources.patch(route, contentType, body));
+        return respond(200, await this.resources.patch(route, contentType, body, write));
       }
       case 'delete': {
         const options = (await readBody(req, 'json', true)) as

@@ -324,6 +324,21 @@ describe('API server', function () {
       assert.match(await kubectl('explain', 'instances.spec.runStrategy'), /ENUM:\s+Always/);
     });
 
+    it('refuses a manifest with an unknown field, naming it (kubectl asks for Strict)', async () => {
+      const manifest = join(dir, 'typo.yaml');
+      writeFileSync(
+        manifest,
+        'apiVersion: loam.dev/v1alpha1\nkind: Network\nmetadata: {name: typo}\nspec: {cidr: 10.1.0.0/24, egres: true}\n',
+      );
+      await assert.rejects(kubectl('apply', '-f', manifest), /unknown field "spec.egres"/);
+      const { stderr } = await exec(
+        kubectlBinary,
+        ['--kubeconfig', plane.kubeconfigPath, 'apply', '--validate=warn', '-f', manifest],
+        { timeout: 30_000 },
+      );
+      assert.match(stderr, /Warning: unknown field "spec.egres"/);
+    });
+
     it('creates, lists with printer columns, and deletes', async () => {
       const manifest = join(dir, 'instance.yaml');
       writeFileSync(
