@@ -35,7 +35,7 @@ function walk(value: unknown, schema: JsonSchema | undefined, path: string, out:
   // A union (int-or-string, nullable) is not an object shape worth second-guessing.
   if (schema.anyOf || schema.oneOf) return;
   if (Array.isArray(value)) {
-    value.forEach((item, i) => walk(item, schema.items, `${path}[${i}]`, out));
+    for (const [i, item] of value.entries()) walk(item, schema.items, `${path}[${i}]`, out);
     return;
   }
   for (const [key, child] of Object.entries(value as Record<string, unknown>)) {
