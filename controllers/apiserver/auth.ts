@@ -6,6 +6,7 @@
 import type { TLSSocket } from 'node:tls';
 import { LoamError } from '../../crds/errors.js';
 import type { ResourceRequest } from './routing.js';
+import { groupResource, qualifiedName } from './status.js';
 
 export const adminGroup = 'system:masters';
 export const tenantGroupPrefix = 'loam:namespace:';
@@ -48,9 +49,8 @@ export function authorize(user: User, req: ResourceRequest): void {
   if (allowed) return;
   const resource = req.subresource ? `${kind.plural}/${req.subresource}` : kind.plural;
   const where = req.namespace === undefined ? 'at the cluster scope' : `in the namespace "${req.namespace}"`;
-  const verb = req.verb === 'deletecollection' ? 'deletecollection' : req.verb;
   throw new LoamError(
     'Forbidden',
-    `${kind.group ? `${kind.plural}.${kind.group}` : kind.plural}${req.name ? ` "${req.name}"` : ''} is forbidden: User "${user.name}" cannot ${verb} resource "${resource}" in API group "${kind.group}" ${where}`,
+    `${req.name ? qualifiedName(kind, req.name) : groupResource(kind)} is forbidden: User "${user.name}" cannot ${req.verb} resource "${resource}" in API group "${kind.group}" ${where}`,
   );
 }

@@ -191,10 +191,3 @@ export function expectedRevision(obj: ApiObject): number | undefined {
   }
   return revision;
 }
-
-export function conflictError(resource: string, name: string): LoamError {
-  return new LoamError(
-    'Conflict',
-    `Operation cannot be fulfilled on ${resource} ${JSON.stringify(name)}: the object has been modified; please apply your changes to the latest version and try again`,
-  );
-}

@@ -4,6 +4,7 @@
  * resourceVersion is the store revision, compare-and-swap on update, finalizers hold a deleted
  * object until they are gone, status is a subresource. HTTP stays in server.ts.
  */
+import { namespaceKind } from '../../crds/builtin.js';
 import { LoamError } from '../../crds/errors.js';
 import { formatTimestamp } from '../../crds/meta.js';
 import { group as loamGroup } from '../../crds/v1alpha1/index.js';
@@ -13,7 +14,6 @@ import { checkUnknownFields, type FieldValidation } from './fields.js';
 import {
   type ApiObject,
   apiVersionOf,
-  conflictError,
   expectedRevision,
   prepareCreate,
   prepareStatusUpdate,
@@ -28,7 +28,7 @@ import {
   parseFieldSelector,
   parseLabelSelector,
 } from './selectors.js';
-import { qualifiedName } from './status.js';
+import { conflictError, notFoundError, qualifiedName } from './status.js';
 
 export const patchTypes = {
   merge: 'application/merge-patch+json',
@@ -144,10 +144,7 @@ export class Resources {
       return decode(await this.store.create(key, JSON.stringify(validated)));
     } catch (err) {
       if (err instanceof LoamError && err.code === 'AlreadyExists') {
-        throw new LoamError(
-          'AlreadyExists',
-          `${qualifiedName(kind.plural, kind.group, name)} already exists`,
-        );
+        throw new LoamError('AlreadyExists', `${qualifiedName(kind, name)} already exists`);
       }
       throw err;
     }
@@ -219,7 +216,7 @@ export class Resources {
       );
     }
     if (options.resourceVersion !== undefined && options.resourceVersion !== obj.metadata.resourceVersion) {
-      throw conflictError(`${kind.plural}${kind.group ? `.${kind.group}` : ''}`, name);
+      throw conflictError(kind, name);
     }
     if ((obj.metadata.finalizers?.length ?? 0) > 0) {
       // Finalizers hold the object: mark it deleted and let their owners finish and remove them.
@@ -307,28 +304,19 @@ export class Resources {
   private async read(req: ResourceRequest): Promise<{ kv: KeyValue; obj: ApiObject }> {
     const kv = await this.store.get(storageKey(req.kind, req.namespace, req.name as string));
     if (!kv) {
-      throw new LoamError(
-        'NotFound',
-        `${qualifiedName(req.kind.plural, req.kind.group, req.name as string)} not found`,
-      );
+      throw notFoundError(req.kind, req.name as string);
     }
     return { kv, obj: decode(kv) };
   }
 
   private translate(err: unknown, req: ResourceRequest): unknown {
     if (!(err instanceof LoamError)) return err;
-    const resource = `${req.kind.plural}${req.kind.group ? `.${req.kind.group}` : ''}`;
-    if (err.code === 'Conflict') return conflictError(resource, req.name as string);
-    if (err.code === 'NotFound') {
-      return new LoamError(
-        'NotFound',
-        `${qualifiedName(req.kind.plural, req.kind.group, req.name as string)} not found`,
-      );
-    }
+    if (err.code === 'Conflict') return conflictError(req.kind, req.name as string);
+    if (err.code === 'NotFound') return notFoundError(req.kind, req.name as string);
     return err;
   }
 
-  private filter(req: ResourceRequest, query: URLSearchParams): (obj: ApiObject) => boolean {
+  private filter(_req: ResourceRequest, query: URLSearchParams): (obj: ApiObject) => boolean {
     const labels: LabelSelector = parseLabelSelector(query.get('labelSelector') ?? '');
     const fields: FieldSelector = parseFieldSelector(query.get('fieldSelector') ?? '', [
       'metadata.name',
@@ -339,12 +327,11 @@ export class Resources {
       fields.matches({
         'metadata.name': obj.metadata.name ?? '',
         'metadata.namespace': obj.metadata.namespace ?? '',
-      }) &&
-      (req.namespace === undefined || obj.metadata.namespace === req.namespace);
+      });
   }
 
   private async checkNamespaceAcceptsContent(namespace: string): Promise<void> {
-    const kv = await this.store.get(`/registry/core/namespaces/${namespace}`);
+    const kv = await this.store.get(storageKey(namespaceKind, undefined, namespace));
     if (!kv) throw new LoamError('NotFound', `namespaces ${JSON.stringify(namespace)} not found`);
     if (decode(kv).metadata.deletionTimestamp) {
       throw new LoamError(

@@ -140,7 +140,7 @@ export class ApiServer {
       fieldValidation: parseFieldValidation(url.searchParams.get('fieldValidation')),
       warnings: [],
     };
-    const respond = (code: number, obj: unknown, items?: unknown[]) => {
+    const respond = (code: number, obj: unknown) => {
       // kubectl prints each `Warning: 299 - "..."` header as a warning line.
       if (write.warnings.length > 0) {
         res.setHeader(
@@ -150,9 +150,8 @@ export class ApiServer {
       }
       if (!table) return this.send(res, code, obj);
       const list = obj as { metadata: Record<string, unknown>; items?: unknown[] };
-      const objects = (items ?? list.items ?? [obj]) as Parameters<typeof toTable>[1];
-      const metadata =
-        items || list.items ? list.metadata : { resourceVersion: list.metadata.resourceVersion };
+      const objects = (list.items ?? [obj]) as Parameters<typeof toTable>[1];
+      const metadata = list.items ? list.metadata : { resourceVersion: list.metadata.resourceVersion };
       return this.send(res, code, toTable(route.kind, objects, metadata, new Date()));
     };
     switch (route.verb) {
@@ -195,16 +194,10 @@ export class ApiServer {
     const timeoutSeconds = requested > 0 ? requested : 1800 + Math.floor(Math.random() * 1800);
     const timer = setTimeout(() => abort.abort(), timeoutSeconds * 1000);
     res.on('close', () => abort.abort());
-    let started = false;
-    const start = () => {
-      if (started) return;
-      started = true;
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
-      // HTTP/2 sends headers on writeHead; the HTTP/1.1 fallback needs a nudge.
-      (res as unknown as { flushHeaders?: () => void }).flushHeaders?.();
-    };
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
+    // HTTP/2 sends headers on writeHead; the HTTP/1.1 fallback needs a nudge.
+    (res as unknown as { flushHeaders?: () => void }).flushHeaders?.();
     try {
-      start();
       await this.resources.watch(
         route,
         url.searchParams,

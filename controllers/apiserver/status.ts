@@ -1,5 +1,6 @@
 /** Kubernetes `Status` objects: the body of every API error, built from Loam's coded errors. */
 import { isLoamError, LoamError } from '../../crds/errors.js';
+import type { KindInfo } from '../../crds/kind.js';
 
 export interface StatusObject {
   kind: 'Status';
@@ -44,7 +45,23 @@ export function statusFromError(err: unknown, subject: ErrorSubject = {}): Statu
   };
 }
 
-/** `instances.loam.dev "web"`, or `namespaces "dev"` for the core group, as kube-apiserver words it. */
-export function qualifiedName(resource: string, group: string, name: string): string {
-  return `${group ? `${resource}.${group}` : resource} ${JSON.stringify(name)}`;
+/** `instances.loam.dev`, or `namespaces` for the core group: how kube-apiserver names a resource in messages. */
+export function groupResource(kind: KindInfo): string {
+  return kind.group ? `${kind.plural}.${kind.group}` : kind.plural;
+}
+
+/** `instances.loam.dev "web"`. */
+export function qualifiedName(kind: KindInfo, name: string): string {
+  return `${groupResource(kind)} ${JSON.stringify(name)}`;
+}
+
+export function notFoundError(kind: KindInfo, name: string): LoamError {
+  return new LoamError('NotFound', `${qualifiedName(kind, name)} not found`);
+}
+
+export function conflictError(kind: KindInfo, name: string): LoamError {
+  return new LoamError(
+    'Conflict',
+    `Operation cannot be fulfilled on ${qualifiedName(kind, name)}: the object has been modified; please apply your changes to the latest version and try again`,
+  );
 }
