@@ -6,8 +6,9 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
-import { loadCertificateAuthority } from '../controllers/pki/files.js';
+import { loadCertificateAuthority, loadTokenSigningKey } from '../controllers/pki/files.js';
 import { issueKubeconfig } from '../controllers/pki/kubeconfig.js';
+import { issueToken } from '../controllers/pki/tokens.js';
 import { up } from '../controllers/up.js';
 import { validateManifests } from '../crds/manifests.js';
 
@@ -56,8 +57,13 @@ const defaultDataDir =
 function hostPort(value: string): { host: string; port: number } {
   const match = /^(.*):(\d+)$/.exec(value);
   const port = Number(match?.[2]);
-  if (!match?.[1] || port > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 0.0.0.0:6443');
+  if (!match?.[1] || port > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:6443');
   return { host: match[1].replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+function storeBackend(value: string): 'sqlite' | 'etcd' {
+  if (value !== 'sqlite' && value !== 'etcd') throw new InvalidArgumentError('expected sqlite or etcd');
+  return value;
 }
 
 program
@@ -70,27 +76,35 @@ program
     'where the store, the PKI and the admin kubeconfig live (env LOAM_DATA_DIR)',
     defaultDataDir,
   )
-  .option('--listen <host:port>', 'address of the Kubernetes API', hostPort, { host: '0.0.0.0', port: 6443 })
   .option(
-    '--etcd-endpoints <urls>',
-    'comma-separated etcd client URLs; the embedded SQLite store when omitted',
-    '',
+    '--api-address <host:port>',
+    'address the Kubernetes API listens on; port 0 picks a free port',
+    hostPort,
+    { host: '127.0.0.1', port: 6443 },
   )
+  .option('--store <backend>', 'sqlite (embedded, in the data dir) or etcd', storeBackend, 'sqlite')
+  .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs, for --store etcd', '')
   .option('--tls-san <name>', 'extra DNS name or IP for the serving certificate; repeatable', collect, [])
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug, trace', 'info')
   .action(
     async (options: {
       dataDir: string;
-      listen: { host: string; port: number };
+      apiAddress: { host: string; port: number };
+      store: 'sqlite' | 'etcd';
       etcdEndpoints: string;
       tlsSan: string[];
       logLevel: string;
     }) => {
+      const etcdEndpoints = options.etcdEndpoints.split(',').filter(Boolean);
+      if (options.store === 'etcd' && etcdEndpoints.length === 0) {
+        throw new InvalidArgumentError('--store etcd needs --etcd-endpoints');
+      }
       const plane = await up({
         dataDir: options.dataDir,
-        host: options.listen.host,
-        port: options.listen.port,
-        etcdEndpoints: options.etcdEndpoints.split(',').filter(Boolean),
+        host: options.apiAddress.host,
+        port: options.apiAddress.port,
+        store: options.store,
+        etcdEndpoints,
         tlsSans: options.tlsSan,
         logLevel: options.logLevel,
       });
@@ -110,14 +124,24 @@ program
 
 program
   .command('kubeconfig')
-  .description('issue a kubeconfig for a tenant confined to one namespace (or an admin with --admin)')
-  .requiredOption('--user <name>', 'user name (the certificate CN)')
-  .option('--namespace <ns>', 'the namespace the user may work in; repeatable', collect, [])
+  .description('issue a kubeconfig for a tenant confined to its namespaces (or an admin with --admin)')
+  .requiredOption('--user <name>', 'user name (the certificate CN, or the token subject)')
+  .option('--namespace <ns>', 'a namespace the user may work in; repeatable', collect, [])
   .option('--admin', 'issue an admin credential instead (group system:masters)', false)
+  .option('--token', 'authenticate with a bearer token instead of a client certificate', false)
+  .option('--days <n>', 'how long the credential is valid, in days', positiveInteger, 365)
   .option('--server <url>', 'API server URL written into the kubeconfig', 'https://127.0.0.1:6443')
   .option('--data-dir <dir>', 'the control plane data dir holding the CA (env LOAM_DATA_DIR)', defaultDataDir)
   .action(
-    (options: { user: string; namespace: string[]; admin: boolean; server: string; dataDir: string }) => {
+    (options: {
+      user: string;
+      namespace: string[];
+      admin: boolean;
+      token: boolean;
+      days: number;
+      server: string;
+      dataDir: string;
+    }) => {
       if (!options.admin && options.namespace.length === 0) {
         throw new InvalidArgumentError('--namespace is required for a tenant (or pass --admin)');
       }
@@ -125,17 +149,29 @@ program
       const groups = options.admin
         ? [adminGroup]
         : options.namespace.map((ns) => `${tenantGroupPrefix}${ns}`);
+      const credential = options.token
+        ? {
+            token: issueToken(loadTokenSigningKey(options.dataDir), {
+              user: options.user,
+              groups,
+              validityDays: options.days,
+            }),
+          }
+        : { validityDays: options.days };
       process.stdout.write(
-        issueKubeconfig(
-          ca,
-          options.server,
-          options.user,
-          groups,
-          options.admin ? {} : { namespace: options.namespace[0] as string },
-        ),
+        issueKubeconfig(ca, options.server, options.user, groups, {
+          ...credential,
+          ...(options.admin ? {} : { namespace: options.namespace[0] as string }),
+        }),
       );
     },
   );
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
 
 program.parseAsync().catch((err: unknown) => {
   console.error(`loam: ${err instanceof Error ? err.message : String(err)}`);

@@ -5,6 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { servedKindFor, servedKinds } from '../crds/builtin.js';
 import { isLoamError } from '../crds/errors.js';
 import type { KindInfo } from '../crds/kind.js';
@@ -18,9 +19,11 @@ import type { Store } from './storage/store.js';
 
 export interface UpOptions {
   dataDir: string;
+  /** Address of the API; port 0 picks a free port. */
   host: string;
   port: number;
-  /** etcd client URLs; the embedded SQLite store when empty. */
+  store: 'sqlite' | 'etcd';
+  /** etcd client URLs, for store etcd. */
   etcdEndpoints: string[];
   tlsSans: string[];
   logLevel: string;
@@ -51,9 +54,11 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   const logger = pino({ level: options.logLevel });
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   const store =
-    options.etcdEndpoints.length > 0
+    options.store === 'etcd'
       ? openStore({ backend: 'etcd', endpoints: options.etcdEndpoints })
       : openStore({ backend: 'sqlite', path: join(options.dataDir, 'loam.db') });
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
   const compactor = startCompactor(store, { onError: (err) => logger.warn({ err }, 'compaction failed') });
   await ensureNamespaces(store);
   const pki = loadServingPki(options.dataDir, options.tlsSans);
@@ -61,9 +66,11 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     store,
     kinds: servedKinds,
     tls: { certPem: pki.certPem, keyPem: pki.keyPem, caPem: pki.ca.certPem },
+    tokenKeyPem: pki.tokenKeyPem,
     host: options.host,
     port: options.port,
     logger,
+    registry,
   });
   const kubeconfigPath = join(options.dataDir, 'admin.kubeconfig');
   writeFileSync(kubeconfigPath, issueKubeconfig(pki.ca, apiServer.url, 'admin', [adminGroup]), {

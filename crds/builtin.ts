@@ -47,7 +47,15 @@ function microTime() {
 function builtinKind<Schema extends z.ZodType>(
   info: Pick<
     KindInfo<Schema>,
-    'group' | 'version' | 'kind' | 'plural' | 'shortNames' | 'scope' | 'statusSubresource' | 'schema'
+    | 'group'
+    | 'version'
+    | 'kind'
+    | 'plural'
+    | 'shortNames'
+    | 'scope'
+    | 'statusSubresource'
+    | 'schema'
+    | 'selectableFields'
   > & { printerColumns: PrinterColumn[] },
 ): KindInfo<Schema> {
   return {
@@ -110,6 +118,7 @@ export const namespaceKind = builtinKind({
   scope: 'Cluster',
   statusSubresource: true,
   schema: namespaceSchema,
+  selectableFields: { 'status.phase': 'status.phase' },
   printerColumns: [{ name: 'Status', type: 'string', jsonPath: '.status.phase' }, ageColumn],
 });
 
@@ -181,6 +190,7 @@ export const secretKind = builtinKind({
   scope: 'Namespaced',
   statusSubresource: false,
   schema: secretSchema,
+  selectableFields: { type: 'type' },
   // kube-apiserver also shows DATA (the number of keys), which no JSONPath expresses.
   printerColumns: [{ name: 'Type', type: 'string', jsonPath: '.type' }, ageColumn],
 });
@@ -243,6 +253,19 @@ export const eventKind = builtinKind({
   scope: 'Namespaced',
   statusSubresource: false,
   schema: eventSchema,
+  // What `kubectl describe` and `kubectl get events --field-selector` filter on.
+  selectableFields: {
+    ...Object.fromEntries(
+      ['apiVersion', 'kind', 'name', 'namespace', 'uid', 'resourceVersion', 'fieldPath'].map((field) => [
+        `involvedObject.${field}`,
+        `involvedObject.${field}`,
+      ]),
+    ),
+    reason: 'reason',
+    reportingComponent: 'reportingComponent',
+    source: 'source.component',
+    type: 'type',
+  },
   printerColumns: [
     { name: 'Last Seen', type: 'date', jsonPath: '.lastTimestamp' },
     { name: 'Type', type: 'string', jsonPath: '.type' },

@@ -23,6 +23,8 @@ export const errorCodes = {
   Forbidden: { http: 403, reason: 'Forbidden', grpc: 7 /* PERMISSION_DENIED */ },
   MethodNotAllowed: { http: 405, reason: 'MethodNotAllowed', grpc: 12 /* UNIMPLEMENTED */ },
   UnsupportedMediaType: { http: 415, reason: 'UnsupportedMediaType', grpc: 3 /* INVALID_ARGUMENT */ },
+  /** A request body over the size limit (3 MiB for the API, as kube-apiserver). */
+  RequestEntityTooLarge: { http: 413, reason: 'RequestEntityTooLarge', grpc: 8 /* RESOURCE_EXHAUSTED */ },
   /** A bug or an unexpected failure; the message must not leak internals. */
   Internal: { http: 500, reason: 'InternalError', grpc: 13 /* INTERNAL */ },
   /** The component was closed while the call was under way. */

@@ -33,4 +33,10 @@ export interface KindInfo<Schema extends z.ZodType = z.ZodType> {
   /** The whole object (apiVersion, kind, metadata, spec, status); parsing applies defaults. */
   schema: Schema;
   printerColumns: PrinterColumn[];
+  /**
+   * Field selector names a list or watch may filter on beyond metadata.name and
+   * metadata.namespace, each with the dotted path of the value it reads (Event's `source` reads
+   * `source.component`, as in kube-apiserver).
+   */
+  selectableFields?: Record<string, string>;
 }

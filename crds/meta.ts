@@ -22,6 +22,16 @@ export function celRules(...rules: { rule: string; message: string }[]) {
   return { 'x-kubernetes-validations': rules };
 }
 
+/**
+ * `.meta()` input making a field immutable once set: the CEL transition rule a cluster enforces,
+ * which the built-in API server reads back from the schema (validateUpdate).
+ */
+export function immutable() {
+  return celRules({ rule: immutableRule, message: 'field is immutable' });
+}
+
+export const immutableRule = 'self == oldSelf';
+
 const rfc3339 = z.iso.datetime({ offset: true });
 
 /** An RFC 3339 timestamp, as metav1.Time serializes. */

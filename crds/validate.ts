@@ -4,9 +4,11 @@
  */
 
 import type { z } from 'zod';
+import { type JsonSchema, structuralSchema } from './crd.js';
 import { type ErrorCause, LoamError } from './errors.js';
 import type { FieldReason } from './issues.js';
 import type { KindInfo } from './kind.js';
+import { immutableRule } from './meta.js';
 
 /** Parses `obj` as `kind`, returning it with defaults applied; throws LoamError('Invalid') listing every problem. */
 export function validateObject<Schema extends z.ZodType>(
@@ -15,15 +17,61 @@ export function validateObject<Schema extends z.ZodType>(
 ): z.output<Schema> {
   const result = kind.schema.safeParse(obj);
   if (result.success) return result.data;
-  const causes = result.error.issues.map((issue) => fieldCause(issue, obj));
+  throw invalidError(
+    kind,
+    obj,
+    result.error.issues.map((issue) => fieldCause(issue, obj)),
+  );
+}
+
+function invalidError(kind: KindInfo, obj: unknown, causes: ErrorCause[]): LoamError {
   const details = causes.map((cause) => (cause.field ? `${cause.field}: ${cause.message}` : cause.message));
   const summary = details.length === 1 ? details[0] : `[${details.join(', ')}]`;
   const name = valueAt(obj, ['metadata', 'name']);
-  throw new LoamError(
+  return new LoamError(
     'Invalid',
     `${kind.kind}.${kind.group} ${JSON.stringify(typeof name === 'string' ? name : '')} is invalid: ${summary}`,
     { causes },
   );
+}
+
+/**
+ * The checks only an update has: fields whose schema carries the immutable() transition rule
+ * (`self == oldSelf`) must keep the value they had. Throws LoamError('Invalid') naming each.
+ */
+export function validateUpdate(kind: KindInfo, previous: unknown, next: unknown): void {
+  const causes: ErrorCause[] = [];
+  for (const path of immutablePaths(kind)) {
+    const before = valueAt(previous, path);
+    const after = valueAt(next, path);
+    if (before === undefined || JSON.stringify(before) === JSON.stringify(after)) continue;
+    causes.push({
+      field: fieldPath(path),
+      reason: 'FieldValueInvalid',
+      message: body('FieldValueInvalid', after, 'field is immutable'),
+    });
+  }
+  if (causes.length > 0) throw invalidError(kind, next, causes);
+}
+
+const immutablePathsByKind = new WeakMap<KindInfo, string[][]>();
+
+/** Paths (through object properties) whose schema has the immutable rule. */
+function immutablePaths(kind: KindInfo): string[][] {
+  let paths = immutablePathsByKind.get(kind);
+  if (!paths) {
+    const found: string[][] = [];
+    const walk = (schema: JsonSchema, path: string[]) => {
+      const rules = (schema['x-kubernetes-validations'] ?? []) as { rule: string }[];
+      if (rules.some((r) => r.rule === immutableRule)) found.push(path);
+      const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
+      for (const [name, property] of Object.entries(properties)) walk(property, [...path, name]);
+    };
+    walk(structuralSchema(kind), []);
+    paths = found;
+    immutablePathsByKind.set(kind, paths);
+  }
+  return paths;
 }
 
 function fieldCause(issue: z.core.$ZodIssue, input: unknown): ErrorCause {

@@ -1,10 +1,12 @@
 /**
  * Who is asking, and may they. Authentication by client certificate (user = CN, groups = O, as
- * Kubernetes reads them). Authorization: the admin group may do anything; a tenant credential
+ * Kubernetes reads them), else by bearer token (controllers/pki/tokens.ts). Authorization: the admin group may do anything; a tenant credential
  * carries `loam:namespace:<ns>` groups and is confined to those namespaces.
  */
+import type { KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { LoamError } from '../../crds/errors.js';
+import { verifyToken } from '../pki/tokens.js';
 import type { ResourceRequest } from './routing.js';
 import { groupResource, qualifiedName } from './status.js';
 
@@ -16,15 +18,25 @@ export interface User {
   groups: string[];
 }
 
-export function authenticate(socket: TLSSocket): User | undefined {
-  if (!socket.authorized) return undefined;
-  const cert = socket.getPeerCertificate();
+/** Group every authenticated user is in, as in Kubernetes. */
+const authenticatedGroup = 'system:authenticated';
+
+export function authenticate(
+  socket: TLSSocket,
+  authorization: string | undefined,
+  tokenKey: KeyObject,
+): User | undefined {
+  const cert = socket.authorized ? socket.getPeerCertificate() : undefined;
   const cn = cert?.subject?.CN;
-  if (!cn) return undefined;
-  const name = Array.isArray(cn) ? (cn[0] as string) : cn;
-  const o = cert.subject.O;
-  const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
-  return { name, groups: [...groups, 'system:authenticated'] };
+  if (cert && cn) {
+    const name = Array.isArray(cn) ? (cn[0] as string) : cn;
+    const o = cert.subject.O;
+    const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
+    return { name, groups: [...groups, authenticatedGroup] };
+  }
+  const bearer = /^Bearer (\S+)$/i.exec(authorization ?? '');
+  const subject = bearer ? verifyToken(tokenKey, bearer[1] as string) : undefined;
+  return subject ? { name: subject.user, groups: [...subject.groups, authenticatedGroup] } : undefined;
 }
 
 export function tenantNamespaces(user: User): string[] {

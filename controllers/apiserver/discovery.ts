@@ -3,12 +3,13 @@
  * group and group-version, in the legacy (unaggregated) format every kubectl understands.
  */
 import type { KindInfo } from '../../crds/kind.js';
+import { reviewResources } from './reviews.js';
 
 const kubernetesVersion = { major: '1', minor: '30' };
 
 function groupVersions(kinds: readonly KindInfo[]): Map<string, Set<string>> {
   const groups = new Map<string, Set<string>>();
-  for (const k of kinds) {
+  for (const k of [...kinds, ...reviewResources]) {
     if (!k.group) continue;
     if (!groups.has(k.group)) groups.set(k.group, new Set());
     groups.get(k.group)?.add(k.version);
@@ -23,32 +24,37 @@ function groupDocument(name: string, versions: Set<string>) {
 
 function resourceList(groupVersion: string, kinds: readonly KindInfo[]) {
   const namespaced = (k: KindInfo) => k.scope === 'Namespaced';
+  const reviews = reviewResources
+    .filter((r) => `${r.group}/${r.version}` === groupVersion)
+    .map((r) => ({ name: r.plural, singularName: '', namespaced: false, kind: r.kind, verbs: ['create'] }));
   return {
     kind: 'APIResourceList',
     apiVersion: 'v1',
     groupVersion,
-    resources: kinds.flatMap((k) => [
-      {
-        name: k.plural,
-        singularName: k.singular,
-        namespaced: namespaced(k),
-        kind: k.kind,
-        verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
-        ...(k.shortNames.length > 0 ? { shortNames: k.shortNames } : {}),
-        ...(k.categories.length > 0 ? { categories: k.categories } : {}),
-      },
-      ...(k.statusSubresource
-        ? [
-            {
-              name: `${k.plural}/status`,
-              singularName: '',
-              namespaced: namespaced(k),
-              kind: k.kind,
-              verbs: ['get', 'patch', 'update'],
-            },
-          ]
-        : []),
-    ]),
+    resources: kinds
+      .flatMap((k) => [
+        {
+          name: k.plural,
+          singularName: k.singular,
+          namespaced: namespaced(k),
+          kind: k.kind,
+          verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
+          ...(k.shortNames.length > 0 ? { shortNames: k.shortNames } : {}),
+          ...(k.categories.length > 0 ? { categories: k.categories } : {}),
+        },
+        ...(k.statusSubresource
+          ? [
+              {
+                name: `${k.plural}/status`,
+                singularName: '',
+                namespaced: namespaced(k),
+                kind: k.kind,
+                verbs: ['get', 'patch', 'update'],
+              },
+            ]
+          : []),
+      ])
+      .concat(reviews),
   };
 }
 

@@ -8,7 +8,7 @@ import { namespaceKind } from '../../crds/builtin.js';
 import { LoamError } from '../../crds/errors.js';
 import { formatTimestamp } from '../../crds/meta.js';
 import { group as loamGroup } from '../../crds/v1alpha1/index.js';
-import { validateObject } from '../../crds/validate.js';
+import { validateObject, validateUpdate } from '../../crds/validate.js';
 import type { KeyValue, Store, WatchEvent } from '../storage/store.js';
 import { checkUnknownFields, type FieldValidation } from './fields.js';
 import {
@@ -38,17 +38,31 @@ export const patchTypes = {
 } as const;
 
 export interface WatchSink {
-  send(type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'ERROR', object: unknown): void;
+  send(type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR', object: unknown): void;
 }
 
-/** How a write treats fields the schema does not declare; warnings for the caller collect here. */
+/** How often a watch that allows bookmarks gets one, as kube-apiserver's ~1 minute. */
+export const defaultBookmarkIntervalMs = 60_000;
+
+/** The query parameters of a write; warnings for the caller collect here. */
 export interface WriteOptions {
+  /** How fields the schema does not declare are treated. */
   fieldValidation: FieldValidation;
+  /** `dryRun=All`: everything but the store write happens, and the result is returned. */
+  dryRun: boolean;
   warnings: string[];
 }
 
 function defaultWrite(): WriteOptions {
-  return { fieldValidation: 'Warn', warnings: [] };
+  return { fieldValidation: 'Warn', dryRun: false, warnings: [] };
+}
+
+/** metav1.DeleteOptions, as far as a store without garbage collection can honour it. */
+export interface DeleteOptions {
+  preconditions?: { uid?: string; resourceVersion?: string };
+  /** Accepted and validated; Loam has no owner-reference garbage collector, so all behave alike. */
+  propagationPolicy?: 'Orphan' | 'Background' | 'Foreground';
+  dryRun?: boolean;
 }
 
 /** Bounded retries of a patch whose read-modify-write lost a race with another writer. */
@@ -58,6 +72,7 @@ export class Resources {
   constructor(
     private readonly store: Store,
     private readonly now: () => Date = () => new Date(),
+    private readonly bookmarkIntervalMs = defaultBookmarkIntervalMs,
   ) {}
 
   async get(req: ResourceRequest): Promise<ApiObject> {
@@ -117,11 +132,31 @@ export class Resources {
     const watch = await this.store.watch(prefix, from);
     signal.addEventListener('abort', () => watch.close(), { once: true });
     if (signal.aborted) watch.close();
-    for await (const event of watch) {
-      // A single-object watch uses the key as prefix: skip keys that merely start with it.
-      if (req.name && event.kv.key !== prefix) continue;
-      const change = classify(event, filter);
-      if (change) sink.send(change.type, change.object);
+    // A bookmark carries the revision of the last change this watch has seen (delivered or
+    // filtered out), so a client resuming from it misses nothing and need not replay old history.
+    let seen = from;
+    const bookmarks =
+      query.get('allowWatchBookmarks') === 'true'
+        ? setInterval(
+            () =>
+              sink.send('BOOKMARK', {
+                apiVersion: apiVersionOf(kind),
+                kind: kind.kind,
+                metadata: { resourceVersion: String(seen) },
+              }),
+            this.bookmarkIntervalMs,
+          )
+        : undefined;
+    try {
+      for await (const event of watch) {
+        seen = event.kv.modRevision;
+        // A single-object watch uses the key as prefix: skip keys that merely start with it.
+        if (req.name && event.kv.key !== prefix) continue;
+        const change = classify(event, filter);
+        if (change) sink.send(change.type, change.object);
+      }
+    } finally {
+      clearInterval(bookmarks);
     }
   }
 
@@ -141,6 +176,10 @@ export class Resources {
     if (kind.scope === 'Namespaced') await this.checkNamespaceAcceptsContent(req.namespace as string);
     const key = storageKey(kind, req.namespace, name);
     try {
+      if (write.dryRun) {
+        if (await this.store.get(key)) throw new LoamError('AlreadyExists', key);
+        return validated;
+      }
       return decode(await this.store.create(key, JSON.stringify(validated)));
     } catch (err) {
       if (err instanceof LoamError && err.code === 'AlreadyExists') {
@@ -159,7 +198,7 @@ export class Resources {
     const current = await this.read(req);
     const next = this.prepare(req, current.obj, body);
     const expected = expectedRevision(next) ?? current.kv.modRevision;
-    return this.write(req, next, expected);
+    return this.write(req, next, expected, write.dryRun);
   }
 
   async patch(
@@ -186,7 +225,7 @@ export class Resources {
       // A patch naming a resourceVersion is a precondition; otherwise retry lost races.
       const precondition = expectedRevision(next);
       try {
-        const written = await this.write(req, next, precondition ?? current.kv.modRevision);
+        const written = await this.write(req, next, precondition ?? current.kv.modRevision, write.dryRun);
         write.warnings.push(...warnings);
         return written;
       } catch (err) {
@@ -201,21 +240,19 @@ export class Resources {
     }
   }
 
-  async delete(
-    req: ResourceRequest,
-    options: { resourceVersion?: string; uid?: string } = {},
-  ): Promise<ApiObject> {
+  async delete(req: ResourceRequest, options: DeleteOptions = {}): Promise<ApiObject> {
     const { kind } = req;
     const current = await this.read(req);
     const { obj } = current;
     const name = req.name as string;
-    if (options.uid !== undefined && options.uid !== obj.metadata.uid) {
+    const { uid, resourceVersion } = options.preconditions ?? {};
+    if (uid !== undefined && uid !== obj.metadata.uid) {
       throw new LoamError(
         'Conflict',
-        `Precondition failed: UID in precondition: ${options.uid}, UID in object meta: ${obj.metadata.uid}`,
+        `Precondition failed: UID in precondition: ${uid}, UID in object meta: ${obj.metadata.uid}`,
       );
     }
-    if (options.resourceVersion !== undefined && options.resourceVersion !== obj.metadata.resourceVersion) {
+    if (resourceVersion !== undefined && resourceVersion !== obj.metadata.resourceVersion) {
       throw conflictError(kind, name);
     }
     if ((obj.metadata.finalizers?.length ?? 0) > 0) {
@@ -229,8 +266,9 @@ export class Resources {
           deletionGracePeriodSeconds: 0,
         },
       };
-      return this.write(req, marked, current.kv.modRevision);
+      return this.write(req, marked, current.kv.modRevision, options.dryRun ?? false);
     }
+    if (options.dryRun) return obj;
     try {
       return decode(await this.store.delete(current.kv.key, current.kv.modRevision));
     } catch (err) {
@@ -238,18 +276,22 @@ export class Resources {
     }
   }
 
-  async deleteCollection(req: ResourceRequest, query: URLSearchParams) {
+  async deleteCollection(req: ResourceRequest, query: URLSearchParams, options: DeleteOptions = {}) {
+    const { preconditions: _each, ...each } = options;
     const list = await this.list({ ...req, verb: 'list' }, query);
     const deleted: ApiObject[] = [];
     for (const obj of list.items) {
       try {
         deleted.push(
-          await this.delete({
-            ...req,
-            verb: 'delete',
-            namespace: obj.metadata.namespace,
-            name: obj.metadata.name as string,
-          }),
+          await this.delete(
+            {
+              ...req,
+              verb: 'delete',
+              namespace: obj.metadata.namespace,
+              name: obj.metadata.name as string,
+            },
+            each,
+          ),
         );
       } catch (err) {
         if (!(err instanceof LoamError && err.code === 'NotFound')) throw err;
@@ -268,11 +310,19 @@ export class Resources {
       const rv = (body as ApiObject | undefined)?.metadata?.resourceVersion;
       if (rv !== undefined) next.metadata.resourceVersion = rv;
     }
-    return validateObject(req.kind, next) as ApiObject;
+    const validated = validateObject(req.kind, next) as ApiObject;
+    validateUpdate(req.kind, existing, validated);
+    return validated;
   }
 
   /** Stores `next` if the object is still at `expected`; an object whose last finalizer went while deleted is removed. */
-  private async write(req: ResourceRequest, next: ApiObject, expected: number): Promise<ApiObject> {
+  private async write(
+    req: ResourceRequest,
+    next: ApiObject,
+    expected: number,
+    dryRun: boolean,
+  ): Promise<ApiObject> {
+    if (dryRun) return { ...next, metadata: { ...next.metadata, resourceVersion: String(expected) } };
     const key = storageKey(req.kind, req.namespace, req.name as string);
     const { resourceVersion: _rv, ...metadata } = next.metadata;
     const stored: ApiObject = { ...next, metadata };
@@ -316,18 +366,23 @@ export class Resources {
     return err;
   }
 
-  private filter(_req: ResourceRequest, query: URLSearchParams): (obj: ApiObject) => boolean {
+  private filter(req: ResourceRequest, query: URLSearchParams): (obj: ApiObject) => boolean {
+    const selectable = {
+      'metadata.name': 'metadata.name',
+      'metadata.namespace': 'metadata.namespace',
+      ...req.kind.selectableFields,
+    };
     const labels: LabelSelector = parseLabelSelector(query.get('labelSelector') ?? '');
-    const fields: FieldSelector = parseFieldSelector(query.get('fieldSelector') ?? '', [
-      'metadata.name',
-      'metadata.namespace',
-    ]);
+    const fields: FieldSelector = parseFieldSelector(
+      query.get('fieldSelector') ?? '',
+      Object.keys(selectable),
+    );
+    if (fields.empty) return (obj) => labels.matches(obj.metadata.labels);
     return (obj) =>
       labels.matches(obj.metadata.labels) &&
-      fields.matches({
-        'metadata.name': obj.metadata.name ?? '',
-        'metadata.namespace': obj.metadata.namespace ?? '',
-      });
+      fields.matches(
+        Object.fromEntries(Object.entries(selectable).map(([field, path]) => [field, fieldValue(obj, path)])),
+      );
   }
 
   private async checkNamespaceAcceptsContent(namespace: string): Promise<void> {
@@ -340,6 +395,13 @@ export class Resources {
       );
     }
   }
+}
+
+/** The string a field selector compares: absent values are "", as in kube's field sets. */
+function fieldValue(obj: ApiObject, path: string): string {
+  let value: unknown = obj;
+  for (const part of path.split('.')) value = (value as Record<string, unknown> | undefined)?.[part];
+  return value === undefined || value === null ? '' : String(value);
 }
 
 export function decode(kv: KeyValue): ApiObject {

@@ -1,8 +1,9 @@
 /**
  * Loam's Kubernetes-compatible API server (standalone mode): HTTPS over HTTP/2 with HTTP/1.1
- * fallback, client-certificate authentication, discovery, and the resource verbs of resources.ts.
- * Every error leaves as a Kubernetes Status.
+ * fallback, client-certificate or bearer-token authentication, discovery, OpenAPI, metrics, and
+ * the resource verbs of resources.ts. Every error leaves as a Kubernetes Status.
  */
+import type { KeyObject } from 'node:crypto';
 import {
   createSecureServer,
   type Http2SecureServer,
@@ -11,15 +12,19 @@ import {
 } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
 import YAML from 'yaml';
 import { LoamError } from '../../crds/errors.js';
 import type { KindInfo } from '../../crds/kind.js';
+import { tokenVerificationKey } from '../pki/tokens.js';
 import type { Store } from '../storage/store.js';
-import { authenticate, authorize } from './auth.js';
+import { adminGroup, authenticate, authorize } from './auth.js';
 import { discoveryDocument } from './discovery.js';
 import { parseFieldValidation } from './fields.js';
+import { type ApiServerMetrics, apiServerMetrics } from './metrics.js';
 import { openapiDocuments, openapiIndex } from './openapi.js';
-import { patchTypes, Resources, type WriteOptions } from './resources.js';
+import { type DeleteOptions, patchTypes, Resources, type WriteOptions } from './resources.js';
+import { review, reviewFor } from './reviews.js';
 import { type ResourceRequest, routeRequest } from './routing.js';
 import { statusFromError } from './status.js';
 import { toTable, wantsTable } from './table.js';
@@ -28,13 +33,23 @@ export interface ApiServerOptions {
   store: Store;
   kinds: readonly KindInfo[];
   tls: { certPem: string; keyPem: string; caPem: string };
+  /** Private key whose public half verifies bearer tokens. */
+  tokenKeyPem: string;
   host: string;
   port: number;
   logger: Logger;
+  /** Where the API server's metrics go; /metrics serves this registry. A private one when absent. */
+  registry?: Registry;
+  /** Interval between watch bookmarks (tests shorten it). */
+  bookmarkIntervalMs?: number;
 }
 
 /** kube-apiserver's limit on a request body. */
 const maxBodyBytes = 3 * 1024 * 1024;
+/** Deeper bodies are refused before any recursive code sees them; real objects nest ~10 levels. */
+const maxBodyDepth = 100;
+/** Who may read /metrics besides admins, as in Kubernetes. */
+const monitoringGroup = 'system:monitoring';
 
 export class ApiServer {
   private readonly server: Http2SecureServer;
@@ -42,9 +57,15 @@ export class ApiServer {
   private readonly watches = new Set<AbortController>();
   /** /openapi/v3 and its per-group-version documents, serialized once: the index hashes these bytes. */
   private readonly openapi = new Map<string, string>();
+  private readonly tokenKey: KeyObject;
+  private readonly registry: Registry;
+  private readonly metrics: ApiServerMetrics;
 
   private constructor(private readonly options: ApiServerOptions) {
-    this.resources = new Resources(options.store);
+    this.resources = new Resources(options.store, undefined, options.bookmarkIntervalMs);
+    this.tokenKey = tokenVerificationKey(options.tokenKeyPem);
+    this.registry = options.registry ?? new Registry();
+    this.metrics = apiServerMetrics(this.registry);
     const documents = openapiDocuments(options.kinds);
     this.openapi.set('/openapi/v3', JSON.stringify(openapiIndex(documents)));
     for (const [path, document] of documents)
@@ -87,16 +108,30 @@ export class ApiServer {
   }
 
   private async handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
-    const started = Date.now();
+    const started = process.hrtime.bigint();
     const url = new URL(req.url, 'https://loam');
     let subject: ResourceRequest | undefined;
+    const requestKind = ['GET', 'HEAD'].includes(req.method) ? 'readOnly' : 'mutating';
+    this.metrics.inflight.inc({ request_kind: requestKind });
     try {
       if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
         return;
       }
-      const user = authenticate(req.socket as unknown as TLSSocket);
+      const user = authenticate(req.socket as unknown as TLSSocket, req.headers.authorization, this.tokenKey);
       if (!user) throw new LoamError('Unauthorized', 'Unauthorized');
+      if (url.pathname === '/metrics' && req.method === 'GET') {
+        if (!user.groups.some((g) => g === adminGroup || g === monitoringGroup)) {
+          throw new LoamError('Forbidden', `forbidden: User "${user.name}" cannot get path "/metrics"`);
+        }
+        res.writeHead(200, { 'content-type': this.registry.contentType }).end(await this.registry.metrics());
+        return;
+      }
+      const reviewed = reviewFor(req.method, url.pathname);
+      if (reviewed) {
+        this.send(res, 201, review(reviewed, user, await readBody(req, 'json', true)));
+        return;
+      }
       const route = routeRequest(req.method, url, this.options.kinds);
       if (route.type === 'other') {
         const openapi = req.method === 'GET' ? this.openapi.get(url.pathname.replace(/\/+$/, '')) : undefined;
@@ -122,8 +157,27 @@ export class ApiServer {
       if (res.headersSent) res.end();
       else this.send(res, status.code, status);
     } finally {
+      this.metrics.inflight.dec({ request_kind: requestKind });
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // A watch lasts as long as its client: its duration says nothing about latency.
+      if (subject?.verb !== 'watch') {
+        this.metrics.requestDuration.observe(
+          {
+            verb: subject?.verb ?? req.method,
+            resource: subject ? subject.kind.plural : '',
+            code: String(res.statusCode),
+          },
+          seconds,
+        );
+      }
       this.options.logger.debug(
-        { method: req.method, path: url.pathname, code: res.statusCode, ms: Date.now() - started },
+        {
+          method: req.method,
+          path: url.pathname,
+          query: url.search,
+          code: res.statusCode,
+          ms: Math.round(seconds * 1000),
+        },
         'request',
       );
     }
@@ -138,6 +192,7 @@ export class ApiServer {
     const table = wantsTable(req.headers.accept);
     const write: WriteOptions = {
       fieldValidation: parseFieldValidation(url.searchParams.get('fieldValidation')),
+      dryRun: parseDryRun(url.searchParams.getAll('dryRun')),
       warnings: [],
     };
     const respond = (code: number, obj: unknown) => {
@@ -170,14 +225,20 @@ export class ApiServer {
         const body = await readBody(req, contentType === patchTypes.apply ? 'yaml' : 'json');
         return respond(200, await this.resources.patch(route, contentType, body, write));
       }
-      case 'delete': {
-        const options = (await readBody(req, 'json', true)) as
-          | { preconditions?: { uid?: string; resourceVersion?: string } }
-          | undefined;
-        return respond(200, await this.resources.delete(route, options?.preconditions ?? {}));
-      }
+      case 'delete':
+        return respond(
+          200,
+          await this.resources.delete(route, deleteOptions(await readBody(req, 'json', true), url, write)),
+        );
       case 'deletecollection':
-        return respond(200, await this.resources.deleteCollection(route, url.searchParams));
+        return respond(
+          200,
+          await this.resources.deleteCollection(
+            route,
+            url.searchParams,
+            deleteOptions(await readBody(req, 'json', true), url, write),
+          ),
+        );
     }
   }
 
@@ -189,6 +250,8 @@ export class ApiServer {
   ): Promise<void> {
     const abort = new AbortController();
     this.watches.add(abort);
+    const resource = { resource: route.kind.plural };
+    this.metrics.watchers.inc(resource);
     // kube-apiserver ends an open-ended watch after a random 30-60 min so clients re-list now and then.
     const requested = Number(url.searchParams.get('timeoutSeconds') ?? 0);
     const timeoutSeconds = requested > 0 ? requested : 1800 + Math.floor(Math.random() * 1800);
@@ -208,6 +271,7 @@ export class ApiServer {
                 ? toTable(route.kind, [object as Parameters<typeof toTable>[1][number]], {}, new Date())
                 : object;
             res.write(`${JSON.stringify({ type, object: payload })}\n`);
+            this.metrics.watchEvents.inc(resource);
           },
         },
         abort.signal,
@@ -220,6 +284,7 @@ export class ApiServer {
     } finally {
       clearTimeout(timer);
       this.watches.delete(abort);
+      this.metrics.watchers.dec(resource);
       res.end();
     }
   }
@@ -238,7 +303,9 @@ async function readBody(
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > maxBodyBytes) throw new LoamError('BadRequest', 'the request body is too large (limit 3 MiB)');
+    if (size > maxBodyBytes) {
+      throw new LoamError('RequestEntityTooLarge', 'Request entity too large: limit is 3145728');
+    }
     chunks.push(chunk);
   }
   const text = Buffer.concat(chunks).toString('utf8');
@@ -247,12 +314,68 @@ async function readBody(
     throw new LoamError('BadRequest', 'the request body is empty');
   }
   const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
+  const yaml = format === 'yaml' || contentType === 'application/yaml';
+  let body: unknown;
   try {
-    return format === 'yaml' || contentType === 'application/yaml' ? YAML.parse(text) : JSON.parse(text);
+    // The yaml library refuses alias expansion past 100 (billion-laughs bodies).
+    body = yaml ? YAML.parse(text) : JSON.parse(text);
   } catch (err) {
     throw new LoamError(
       'BadRequest',
-      `the request body is not valid ${format === 'yaml' ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
+      `the request body is not valid ${yaml ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
     );
   }
+  if (nestingDepth(body) > maxBodyDepth) {
+    throw new LoamError('BadRequest', `the request body nests deeper than ${maxBodyDepth} levels`);
+  }
+  return body;
+}
+
+/** How deeply objects and arrays nest in `value`, measured without recursion. */
+function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== 'object' || item === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > maxBodyDepth) break;
+    for (const child of Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+function parseDryRun(values: string[]): boolean {
+  for (const value of values) {
+    if (value !== 'All') {
+      throw new LoamError(
+        'BadRequest',
+        `Invalid dryRun value: ${JSON.stringify(value)}: supported values: "All"`,
+      );
+    }
+  }
+  return values.length > 0;
+}
+
+const propagationPolicies = ['Orphan', 'Background', 'Foreground'] as const;
+
+/** metav1.DeleteOptions from the body and the query (client-node sends the body, kubectl both). */
+function deleteOptions(body: unknown, url: URL, write: WriteOptions): DeleteOptions {
+  const options = (body ?? {}) as {
+    preconditions?: DeleteOptions['preconditions'];
+    propagationPolicy?: string;
+    dryRun?: string[];
+  };
+  const policy = options.propagationPolicy ?? url.searchParams.get('propagationPolicy') ?? undefined;
+  if (policy !== undefined && !(propagationPolicies as readonly string[]).includes(policy)) {
+    const message = `Unsupported value: ${JSON.stringify(policy)}: supported values: ${propagationPolicies.map((p) => JSON.stringify(p)).join(', ')}`;
+    throw new LoamError('Invalid', `DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: ${message}`, {
+      causes: [{ field: 'propagationPolicy', reason: 'FieldValueNotSupported', message }],
+    });
+  }
+  return {
+    ...(options.preconditions ? { preconditions: options.preconditions } : {}),
+    ...(policy ? { propagationPolicy: policy as DeleteOptions['propagationPolicy'] } : {}),
+    dryRun: write.dryRun || parseDryRun(options.dryRun ?? []),
+  };
 }

@@ -1,6 +1,7 @@
 /**
- * The control plane's PKI on disk (standalone mode): the CA and the API server's serving
- * certificate in `<dataDir>/pki`, made on first start and reused after. Private keys are written
+ * The control plane's PKI on disk (standalone mode): the CA, the API server's serving
+ * certificate and the key that signs bearer tokens, in `<dataDir>/pki`, made on first start and
+ * reused after. Private keys are written
  * owner-only.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,7 +19,11 @@ export interface ServingPki {
   ca: CertificateAuthority;
   certPem: string;
   keyPem: string;
+  /** Signs bearer tokens (controllers/pki/tokens.ts); a key of its own, not the CA's. */
+  tokenKeyPem: string;
 }
+
+const tokenKeyFile = 'token.key';
 
 function readOrCreate(dir: string, name: string, create: () => { certPem: string; keyPem: string }) {
   const certPath = join(dir, `${name}.crt`);
@@ -52,7 +57,17 @@ export function loadServingPki(dataDir: string, extraSans: string[] = []): Servi
     });
     return { certPem, keyPem: keys.privateKeyPem };
   });
-  return { ca: caAuthority, ...serving };
+  const tokenKeyPath = join(dir, tokenKeyFile);
+  if (!existsSync(tokenKeyPath))
+    writeFileSync(tokenKeyPath, generateKeyPair().privateKeyPem, { mode: 0o600 });
+  return { ca: caAuthority, ...serving, tokenKeyPem: readFileSync(tokenKeyPath, 'utf8') };
+}
+
+/** The key bearer tokens are signed with, for issuing one; fails clearly when there is none. */
+export function loadTokenSigningKey(dataDir: string): string {
+  const path = join(dataDir, 'pki', tokenKeyFile);
+  if (!existsSync(path)) throw new Error(`no token key at ${path}: run loam up first, or pass --data-dir`);
+  return readFileSync(path, 'utf8');
 }
 
 /** The CA of an existing control plane, for issuing credentials; fails clearly when there is none. */

@@ -2,12 +2,14 @@
 import YAML from 'yaml';
 import { type CertificateAuthority, generateKeyPair, issueCertificate } from './certificates.js';
 
+/** A client certificate and its key, or a bearer token. */
+export type KubeconfigCredential = { certPem: string; keyPem: string } | { token: string };
+
 export interface KubeconfigOptions {
   server: string;
   caPem: string;
   user: string;
-  certPem: string;
-  keyPem: string;
+  credential: KubeconfigCredential;
   namespace?: string;
   contextName?: string;
 }
@@ -16,6 +18,7 @@ const b64 = (text: string) => Buffer.from(text).toString('base64');
 
 export function kubeconfigYaml(options: KubeconfigOptions): string {
   const context = options.contextName ?? 'loam';
+  const { credential } = options;
   return YAML.stringify({
     apiVersion: 'v1',
     kind: 'Config',
@@ -25,7 +28,13 @@ export function kubeconfigYaml(options: KubeconfigOptions): string {
     users: [
       {
         name: options.user,
-        user: { 'client-certificate-data': b64(options.certPem), 'client-key-data': b64(options.keyPem) },
+        user:
+          'token' in credential
+            ? { token: credential.token }
+            : {
+                'client-certificate-data': b64(credential.certPem),
+                'client-key-data': b64(credential.keyPem),
+              },
       },
     ],
     contexts: [
@@ -42,14 +51,27 @@ export function kubeconfigYaml(options: KubeconfigOptions): string {
   });
 }
 
-/** A kubeconfig with a fresh client certificate for `user` in `groups`. */
+/**
+ * A kubeconfig for `user` in `groups`: with the bearer `token` given, or else a fresh client
+ * certificate valid for `validityDays` (default 365).
+ */
 export function issueKubeconfig(
   ca: CertificateAuthority,
   server: string,
   user: string,
   groups: string[],
-  options: { namespace?: string; validityDays?: number } = {},
+  options: { namespace?: string; validityDays?: number; token?: string } = {},
 ): string {
+  const namespace = options.namespace ? { namespace: options.namespace } : {};
+  if (options.token !== undefined) {
+    return kubeconfigYaml({
+      server,
+      caPem: ca.certPem,
+      user,
+      credential: { token: options.token },
+      ...namespace,
+    });
+  }
   const keys = generateKeyPair();
   const certPem = issueCertificate(ca, {
     commonName: user,
@@ -62,8 +84,7 @@ export function issueKubeconfig(
     server,
     caPem: ca.certPem,
     user,
-    certPem,
-    keyPem: keys.privateKeyPem,
-    ...(options.namespace ? { namespace: options.namespace } : {}),
+    credential: { certPem, keyPem: keys.privateKeyPem },
+    ...namespace,
   });
 }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { dnsLabel, duration, hostPort, port, wireguardKey } from '../formats.js';
 import { cidrsOverlap, ipv4, ipv4Cidr, ipv4ToNumber, isHostAddressIn } from '../ip.js';
 import { addFieldIssue } from '../issues.js';
-import { celRules } from '../meta.js';
+import { celRules, immutable } from '../meta.js';
 import { ageColumn, defineKind, maxSegmentId, phaseColumn, segmentTypes, statusSchema } from './common.js';
 
 export const networkPhases = ['Pending', 'Ready', 'Failed', 'Terminating'] as const;
@@ -68,7 +68,9 @@ const wireguardServerSchema = z.object({
 
 export const networkSpecSchema = z
   .object({
-    cidr: ipv4Cidr(minPrefix, maxPrefix).describe('The IPv4 subnet, e.g. 10.20.0.0/24.'),
+    cidr: ipv4Cidr(minPrefix, maxPrefix)
+      .describe('The IPv4 subnet, e.g. 10.20.0.0/24; cannot be changed.')
+      .meta(immutable()),
     gateway: ipv4().optional().describe("The router's address in cidr; set by the controller when omitted."),
     dhcp: dhcpSchema.prefault({}),
     segment: segmentSchema

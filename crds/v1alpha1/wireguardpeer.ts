@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import { dnsLabel, wireguardKey } from '../formats.js';
 import { ipv4, ipv4Cidr } from '../ip.js';
+import { immutable } from '../meta.js';
 import { ageColumn, defineKind, phaseColumn, statusSchema } from './common.js';
 
 export const wireguardPeerPhases = ['Pending', 'Ready', 'Failed'] as const;
 
 export const wireguardPeerSpecSchema = z.object({
-  network: dnsLabel().describe('The Network in the same namespace this peer reaches.'),
+  network: dnsLabel()
+    .describe('The Network in the same namespace this peer reaches; cannot be changed.')
+    .meta(immutable()),
   publicKey: wireguardKey()
     .optional()
     .describe(

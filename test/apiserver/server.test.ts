@@ -61,6 +61,7 @@ describe('API server', function () {
       dataDir: dir,
       host: '127.0.0.1',
       port: 0,
+      store: 'sqlite',
       etcdEndpoints: [],
       tlsSans: [],
       logLevel: 'silent',
