@@ -10,6 +10,7 @@ import { servedKindFor, servedKinds } from '../crds/builtin.js';
 import { isLoamError } from '../crds/errors.js';
 import type { KindInfo } from '../crds/kind.js';
 import { adminGroup } from './apiserver/auth.js';
+import { NamespaceLifecycle } from './apiserver/namespace-lifecycle.js';
 import { Resources } from './apiserver/resources.js';
 import { ApiServer } from './apiserver/server.js';
 import { loadServingPki } from './pki/files.js';
@@ -61,6 +62,7 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   collectDefaultMetrics({ register: registry });
   const compactor = startCompactor(store, { onError: (err) => logger.warn({ err }, 'compaction failed') });
   await ensureNamespaces(store);
+  const namespaces = await NamespaceLifecycle.start(store, new Resources(store), servedKinds, logger);
   const pki = loadServingPki(options.dataDir, options.tlsSans);
   const apiServer = await ApiServer.start({
     store,
@@ -82,6 +84,7 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     kubeconfigPath,
     async stop() {
       compactor.stop();
+      namespaces.stop();
       await apiServer.close();
       await store.close();
     },

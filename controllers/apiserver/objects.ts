@@ -101,6 +101,11 @@ export function prepareCreate(
   delete meta.deletionTimestamp;
   delete meta.deletionGracePeriodSeconds;
   if (kind.statusSubresource) delete obj.status;
+  // kube-apiserver's namespace strategy: a new Namespace is Active, held on deletion until emptied.
+  if (isNamespace(kind)) {
+    obj.spec = { finalizers: [namespaceFinalizer] };
+    obj.status = { phase: 'Active' };
+  }
   return obj;
 }
 
@@ -139,6 +144,8 @@ export function prepareUpdate(kind: KindInfo, existing: ApiObject, body: unknown
     if (existing.status === undefined) delete obj.status;
     else obj.status = existing.status;
   }
+  // Only the namespace lifecycle clears a Namespace's spec.finalizers (kube's /finalize).
+  if (isNamespace(kind)) obj.spec = existing.spec;
   const generation = existing.metadata.generation ?? 1;
   meta.generation = desiredState(obj) === desiredState(existing) ? generation : generation + 1;
   return obj;
@@ -179,6 +186,21 @@ function canonicalJson(value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value);
+}
+
+/** The finalizer kube-apiserver puts in every Namespace's spec: its content must go first. */
+export const namespaceFinalizer = 'kubernetes';
+
+function isNamespace(kind: KindInfo): boolean {
+  return kind.group === '' && kind.plural === 'namespaces';
+}
+
+/** Whether something still holds a deleted object: metadata.finalizers, or a Namespace's spec.finalizers. */
+export function finalizersPending(kind: KindInfo, obj: ApiObject): boolean {
+  const spec = obj.spec as { finalizers?: string[] } | undefined;
+  return (
+    (obj.metadata.finalizers?.length ?? 0) > 0 || (isNamespace(kind) && (spec?.finalizers?.length ?? 0) > 0)
+  );
 }
 
 /** The resourceVersion a client sends back for compare-and-swap, if any. */

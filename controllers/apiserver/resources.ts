@@ -15,6 +15,8 @@ import {
   type ApiObject,
   apiVersionOf,
   expectedRevision,
+  finalizersPending,
+  namespaceFinalizer,
   prepareCreate,
   prepareStatusUpdate,
   prepareUpdate,
@@ -169,8 +171,6 @@ export class Resources {
     if (req.subresource) throw new LoamError('MethodNotAllowed', 'create is not allowed on a subresource');
     write.warnings.push(...checkUnknownFields(kind, body, write.fieldValidation));
     const obj = prepareCreate(kind, body, req.namespace, this.now());
-    // kube-apiserver's namespace strategy: a new Namespace is Active.
-    if (kind.group === '' && kind.plural === 'namespaces') obj.status = { phase: 'Active' };
     const validated = validateObject(kind, obj) as ApiObject;
     const name = validated.metadata.name as string;
     if (kind.scope === 'Namespaced') await this.checkNamespaceAcceptsContent(req.namespace as string);
@@ -255,7 +255,7 @@ export class Resources {
     if (resourceVersion !== undefined && resourceVersion !== obj.metadata.resourceVersion) {
       throw conflictError(kind, name);
     }
-    if ((obj.metadata.finalizers?.length ?? 0) > 0) {
+    if (finalizersPending(kind, obj)) {
       // Finalizers hold the object: mark it deleted and let their owners finish and remove them.
       if (obj.metadata.deletionTimestamp) return obj;
       const marked: ApiObject = {
@@ -266,6 +266,7 @@ export class Resources {
           deletionGracePeriodSeconds: 0,
         },
       };
+      if (kind === namespaceKind) marked.status = { ...(obj.status as object), phase: 'Terminating' };
       return this.write(req, marked, current.kv.modRevision, options.dryRun ?? false);
     }
     if (options.dryRun) return obj;
@@ -300,6 +301,19 @@ export class Resources {
     return { ...list, items: deleted };
   }
 
+  /**
+   * Removes the `kubernetes` finalizer of a terminating Namespace once its content is gone (kube's
+   * /finalize); with nothing else holding it, the Namespace is then removed.
+   */
+  async finalizeNamespace(name: string): Promise<void> {
+    const req: ResourceRequest = { type: 'resource', kind: namespaceKind, verb: 'update', name };
+    const current = await this.read(req);
+    const spec = (current.obj.spec ?? {}) as { finalizers?: string[] };
+    if (!spec.finalizers?.includes(namespaceFinalizer)) return;
+    const finalizers = spec.finalizers.filter((f) => f !== namespaceFinalizer);
+    await this.write(req, { ...current.obj, spec: { ...spec, finalizers } }, current.kv.modRevision, false);
+  }
+
   private prepare(req: ResourceRequest, existing: ApiObject, body: unknown): ApiObject {
     const name = req.name as string;
     const next =
@@ -327,7 +341,7 @@ export class Resources {
     const { resourceVersion: _rv, ...metadata } = next.metadata;
     const stored: ApiObject = { ...next, metadata };
     try {
-      if (metadata.deletionTimestamp && (metadata.finalizers?.length ?? 0) === 0) {
+      if (metadata.deletionTimestamp && !finalizersPending(req.kind, stored)) {
         return decode(await this.store.delete(key, expected));
       }
       return decode(await this.store.update(key, JSON.stringify(stored), expected));
