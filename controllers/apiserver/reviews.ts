@@ -112,7 +112,8 @@ function decide(user: User, spec: AccessReviewSpec): { allowed: boolean; reason?
     });
     return { allowed: true };
   } catch (err) {
-    if (err instanceof LoamError && err.code === 'Forbidden') return { allowed: false, reason: err.message };
+    // As RBAC answers: a plain no, which kubectl prints as "no".
+    if (err instanceof LoamError && err.code === 'Forbidden') return { allowed: false };
     throw err;
   }
 }

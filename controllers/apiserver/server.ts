@@ -23,6 +23,12 @@ import { discoveryDocument } from './discovery.js';
 import { parseFieldValidation } from './fields.js';
 import { type ApiServerMetrics, apiServerMetrics } from './metrics.js';
 import { openapiDocuments, openapiIndex } from './openapi.js';
+import {
+  encodeOpenapiV2,
+  openapiV2Document,
+  openapiV2ProtobufType,
+  wantsOpenapiV2Protobuf,
+} from './openapi-v2.js';
 import { type DeleteOptions, patchTypes, Resources, type WriteOptions } from './resources.js';
 import { review, reviewFor } from './reviews.js';
 import { type ResourceRequest, routeRequest } from './routing.js';
@@ -57,6 +63,8 @@ export class ApiServer {
   private readonly watches = new Set<AbortController>();
   /** /openapi/v3 and its per-group-version documents, serialized once: the index hashes these bytes. */
   private readonly openapi = new Map<string, string>();
+  /** /openapi/v2 (Swagger 2.0) as JSON and as gnostic protobuf, serialized once. */
+  private readonly openapiV2: { json: string; protobuf: Uint8Array };
   private readonly tokenKey: KeyObject;
   private readonly registry: Registry;
   private readonly metrics: ApiServerMetrics;
@@ -70,6 +78,8 @@ export class ApiServer {
     this.openapi.set('/openapi/v3', JSON.stringify(openapiIndex(documents)));
     for (const [path, document] of documents)
       this.openapi.set(`/openapi/v3/${path}`, JSON.stringify(document));
+    const swagger = openapiV2Document(options.kinds);
+    this.openapiV2 = { json: JSON.stringify(swagger), protobuf: encodeOpenapiV2(swagger) };
     this.server = createSecureServer(
       {
         allowHTTP1: true,
@@ -134,6 +144,16 @@ export class ApiServer {
       }
       const route = routeRequest(req.method, url, this.options.kinds);
       if (route.type === 'other') {
+        const legacyV2 = url.pathname === '/swagger-2.0.0.pb-v1';
+        if (req.method === 'GET' && (legacyV2 || url.pathname.replace(/\/+$/, '') === '/openapi/v2')) {
+          // The legacy path is protobuf only, as it was on kube-apiserver (client-go's fallback).
+          if (legacyV2 || wantsOpenapiV2Protobuf(req.headers.accept)) {
+            res.writeHead(200, { 'content-type': openapiV2ProtobufType }).end(this.openapiV2.protobuf);
+          } else {
+            res.writeHead(200, { 'content-type': 'application/json' }).end(this.openapiV2.json);
+          }
+          return;
+        }
         const openapi = req.method === 'GET' ? this.openapi.get(url.pathname.replace(/\/+$/, '')) : undefined;
         if (openapi) {
           res.writeHead(200, { 'content-type': 'application/json' }).end(openapi);

@@ -3,21 +3,16 @@
  * `loam up` on loopback, over the embedded store.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { tenantGroupPrefix } from '../../controllers/apiserver/auth.js';
 import { loadCertificateAuthority } from '../../controllers/pki/files.js';
 import { issueKubeconfig } from '../../controllers/pki/kubeconfig.js';
 import { type ControlPlane, up } from '../../controllers/up.js';
 import { pollUntil } from '../harness/poll.js';
-
-const exec = promisify(execFile);
-const kubectlBinary = '/usr/lib/google-cloud-sdk/bin/kubectl';
 
 interface Network extends k8s.KubernetesObject {
   spec: Record<string, unknown>;
@@ -284,79 +279,5 @@ describe('API server', function () {
     });
     assert.equal(code, 401);
     assert.equal((JSON.parse(body) as { reason: string }).reason, 'Unauthorized');
-  });
-
-  describe('with kubectl', () => {
-    const kubectl = async (...args: string[]) => {
-      const { stdout } = await exec(kubectlBinary, ['--kubeconfig', plane.kubeconfigPath, ...args], {
-        timeout: 30_000,
-      });
-      return stdout;
-    };
-
-    it('shows loam.dev resources in api-resources with short names', async () => {
-      const out = await kubectl('api-resources', '--api-group=loam.dev');
-      assert.match(out, /instances\s+inst\s+loam\.dev\/v1alpha1\s+true\s+Instance/);
-      assert.match(out, /hosts\s+hv\s+loam\.dev\/v1alpha1\s+false\s+Host/);
-    });
-
-    it('applies a manifest with client-side validation, then applies a change to it', async () => {
-      const sample = readFileSync(
-        new URL('../../../crds/samples/network.yaml', import.meta.url),
-        'utf8',
-      ).replace('namespace: default', 'namespace: team-a');
-      const manifest = join(dir, 'network.yaml');
-      writeFileSync(manifest, sample);
-      assert.match(await kubectl('apply', '-f', manifest), /network.loam.dev\/lab created/);
-      writeFileSync(manifest, sample.replace('egress: true', 'egress: false'));
-      assert.match(await kubectl('apply', '-f', manifest), /network.loam.dev\/lab configured/);
-      assert.equal(
-        await kubectl(
-          'get',
-          '-n',
-          'team-a',
-          'net',
-          'lab',
-          '-o',
-          'jsonpath={.spec.egress} {.metadata.generation}',
-        ),
-        'false 2',
-      );
-      assert.match(await kubectl('explain', 'instances.spec.runStrategy'), /ENUM:\s+Always/);
-    });
-
-    it('refuses a manifest with an unknown field, naming it (kubectl asks for Strict)', async () => {
-      const manifest = join(dir, 'typo.yaml');
-      writeFileSync(
-        manifest,
-        'apiVersion: loam.dev/v1alpha1\nkind: Network\nmetadata: {name: typo}\nspec: {cidr: 10.1.0.0/24, egres: true}\n',
-      );
-      await assert.rejects(kubectl('apply', '-f', manifest), /unknown field "spec.egres"/);
-      const { stderr } = await exec(
-        kubectlBinary,
-        ['--kubeconfig', plane.kubeconfigPath, 'apply', '--validate=warn', '-f', manifest],
-        { timeout: 30_000 },
-      );
-      assert.match(stderr, /Warning: unknown field "spec.egres"/);
-    });
-
-    it('creates, lists with printer columns, and deletes', async () => {
-      const manifest = join(dir, 'instance.yaml');
-      writeFileSync(
-        manifest,
-        'apiVersion: loam.dev/v1alpha1\nkind: Instance\nmetadata: {name: vm1}\nspec: {kernel: {url: "https://example.org/k", sha256: "' +
-          'a'.repeat(64) +
-          '"}}\n',
-      );
-      assert.match(
-        await kubectl('create', '--validate=false', '-f', manifest),
-        /instance.loam.dev\/vm1 created/,
-      );
-      const table = await kubectl('get', 'inst');
-      assert.match(table, /^NAME\s+PHASE\s+HOST\s+IP\s+AGE\n/);
-      assert.match(table, /\nvm1\s+\d+s\n/);
-      assert.match(await kubectl('get', 'instance', 'vm1', '-o', 'jsonpath={.spec.runStrategy}'), /^Always$/);
-      assert.match(await kubectl('delete', '-f', manifest), /instance.loam.dev "vm1" deleted/);
-    });
   });
 });

@@ -1,0 +1,68 @@
+/** `loam up` as a user runs it: the real CLI in a child process, on loopback, stopped by SIGTERM. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+const cli = new URL('../../bin/loam.js', import.meta.url).pathname;
+
+export interface LoamOptions {
+  dataDir: string;
+  store: 'sqlite' | 'etcd';
+  etcdEndpoints?: string[];
+  /** 0 (default) picks a free port. */
+  port?: number;
+}
+
+export class LoamProcess {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly url: string,
+    readonly kubeconfig: string,
+  ) {}
+
+  static async start(options: LoamOptions, timeoutMs = 30_000): Promise<LoamProcess> {
+    const args = [
+      cli,
+      'up',
+      '--data-dir',
+      options.dataDir,
+      '--api-address',
+      `127.0.0.1:${options.port ?? 0}`,
+      '--store',
+      options.store,
+      '--log-level',
+      'warn',
+    ];
+    if (options.etcdEndpoints) args.push('--etcd-endpoints', options.etcdEndpoints.join(','));
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`loam up did not come up in ${timeoutMs} ms: ${stderr}`));
+      }, timeoutMs);
+      child.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk;
+        const match = /Loam is up: (https:\/\/\S+)/.exec(stderr);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1] as string);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`loam up exited ${code}: ${stderr}`));
+      });
+    });
+    return new LoamProcess(child, url, join(options.dataDir, 'admin.kubeconfig'));
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within the deadline. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    await exited;
+    clearTimeout(timer);
+  }
+}
