@@ -65,6 +65,8 @@ export class EtcdStore implements Store {
   private readonly keyPrefix: string;
   private readonly maxWatchBuffered: number;
   private readonly watches = new Set<EtcdWatch>();
+  /** Watch streams not yet ended by etcd, half-closed ones included: close() cancels them. */
+  readonly streams = new Set<{ cancel(): void }>();
 
   constructor(options: EtcdStoreOptions) {
     const timeout = options.requestTimeoutMs ?? 10_000;
@@ -205,6 +207,8 @@ export class EtcdStore implements Store {
 
   async close(): Promise<void> {
     for (const watch of [...this.watches]) watch.queue.close();
+    // A half-closed stream keeps its socket until etcd ends it; the client is going, so cancel.
+    for (const stream of this.streams) stream.cancel();
     this.client.close();
   }
 
@@ -287,6 +291,7 @@ class EtcdWatch {
       return;
     }
     this.stream = stream;
+    this.store.streams.add(stream);
     stream.on('data', (res: IWatchResponse) => this.onResponse(res));
     stream.on('error', (err: Error) => this.onStreamEnd(stream, err));
     stream.on('end', () => this.onStreamEnd(stream, new Error('watch stream ended')));
@@ -332,6 +337,7 @@ class EtcdWatch {
   }
 
   private onStreamEnd(stream: NonNullable<typeof this.stream>, err: Error): void {
+    this.store.streams.delete(stream);
     if (stream !== this.stream || this.queue.closed) return;
     this.stream = undefined;
     if (!this.isEstablished && isCompactedError(err)) {

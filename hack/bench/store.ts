@@ -8,53 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { Etcd3 } from 'etcd3';
 import { openStore, type Store } from '../../controllers/storage/index.js';
 import { EtcdServer } from '../../test/harness/etcd.js';
+import { budgetMs, maxOps, measure, type Result, row } from './measure.js';
 
-const budgetMs = Number(process.env.LOAM_BENCH_SECONDS ?? 2) * 1000;
-const maxOps = 20_000;
 const value = JSON.stringify({ kind: 'Instance', spec: { cpus: 2, memory: '2Gi', pad: 'x'.repeat(400) } });
-
-interface Result {
-  opsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
-}
-
-/** Runs `op(i)` from `clients` concurrent loops until the op count or the time budget is spent. */
-async function measure(clients: number, op: (i: number) => Promise<unknown>): Promise<Result> {
-  const latencies: number[] = [];
-  let next = 0;
-  const start = performance.now();
-  const deadline = start + budgetMs;
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (next < maxOps && performance.now() < deadline) {
-        const i = next++;
-        const t0 = performance.now();
-        await op(i);
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const seconds = (performance.now() - start) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    opsPerSecond: latencies.length / seconds,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-  };
-}
-
-function row(name: string, r: Result): string {
-  return `${name.padEnd(34)} ${r.opsPerSecond.toFixed(0).padStart(9)} ops/s   p50 ${r.p50Ms.toFixed(3).padStart(8)} ms   p99 ${r.p99Ms.toFixed(3).padStart(8)} ms`;
-}
 
 async function benchStore(name: string, store: Store): Promise<Map<string, Result>> {
   const results = new Map<string, Result>();
