@@ -127,6 +127,12 @@ program
   .description('issue a kubeconfig for a tenant confined to its namespaces (or an admin with --admin)')
   .requiredOption('--user <name>', 'user name (the certificate CN, or the token subject)')
   .option('--namespace <ns>', 'a namespace the user may work in; repeatable', collect, [])
+  .option(
+    '--group <name>',
+    'an extra group, e.g. system:monitoring to read /metrics; repeatable',
+    collect,
+    [],
+  )
   .option('--admin', 'issue an admin credential instead (group system:masters)', false)
   .option('--token', 'authenticate with a bearer token instead of a client certificate', false)
   .option('--days <n>', 'how long the credential is valid, in days', positiveInteger, 365)
@@ -136,19 +142,20 @@ program
     (options: {
       user: string;
       namespace: string[];
+      group: string[];
       admin: boolean;
       token: boolean;
       days: number;
       server: string;
       dataDir: string;
     }) => {
-      if (!options.admin && options.namespace.length === 0) {
-        throw new InvalidArgumentError('--namespace is required for a tenant (or pass --admin)');
+      if (!options.admin && options.namespace.length === 0 && options.group.length === 0) {
+        throw new InvalidArgumentError('--namespace or --group is required (or pass --admin)');
       }
       const ca = loadCertificateAuthority(options.dataDir);
       const groups = options.admin
         ? [adminGroup]
-        : options.namespace.map((ns) => `${tenantGroupPrefix}${ns}`);
+        : [...options.namespace.map((ns) => `${tenantGroupPrefix}${ns}`), ...options.group];
       const credential = options.token
         ? {
             token: issueToken(loadTokenSigningKey(options.dataDir), {
@@ -161,7 +168,7 @@ program
       process.stdout.write(
         issueKubeconfig(ca, options.server, options.user, groups, {
           ...credential,
-          ...(options.admin ? {} : { namespace: options.namespace[0] as string }),
+          ...(options.namespace[0] && !options.admin ? { namespace: options.namespace[0] } : {}),
         }),
       );
     },

@@ -11,6 +11,8 @@ import type { ResourceRequest } from './routing.js';
 import { groupResource, qualifiedName } from './status.js';
 
 export const adminGroup = 'system:masters';
+/** Who may read /metrics besides admins, as in Kubernetes. */
+export const monitoringGroup = 'system:monitoring';
 export const tenantGroupPrefix = 'loam:namespace:';
 
 export interface User {

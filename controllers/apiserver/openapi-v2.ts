@@ -10,12 +10,12 @@
  * publishes CRD schemas to v2: no allOf/anyOf/oneOf/not, no nullable).
  */
 
-import { fileURLToPath } from 'node:url';
-import protobuf from 'protobufjs';
+import type protobuf from 'protobufjs';
 import YAML from 'yaml';
 import type { JsonSchema } from '../../crds/crd.js';
 import type { KindInfo } from '../../crds/kind.js';
 import { openapiDocuments } from './openapi.js';
+import { loadProtoRoot } from './protobuf.js';
 
 export interface SwaggerParameter {
   name: string;
@@ -524,10 +524,7 @@ let documentType: protobuf.Type | undefined;
 /** openapi.v2.Document, from the checked-in .proto (proto/ sits at the repository root, beside dist/). */
 function documentMessage(): protobuf.Type {
   if (!documentType) {
-    const root = new protobuf.Root();
-    const path = fileURLToPath(new URL('../../../proto/openapiv2/openapiv2.proto', import.meta.url));
-    root.loadSync(path, { keepCase: true });
-    documentType = root.lookupType('openapi.v2.Document');
+    documentType = loadProtoRoot('openapiv2/openapiv2.proto').lookupType('openapi.v2.Document');
   }
   return documentType;
 }

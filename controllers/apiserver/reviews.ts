@@ -24,6 +24,13 @@ export const reviewResources: readonly ReviewResource[] = [
     kind: 'SelfSubjectAccessReview',
   },
   { group: 'authentication.k8s.io', version: 'v1', plural: 'selfsubjectreviews', kind: 'SelfSubjectReview' },
+  // kubectl 1.27's `auth whoami` asks for the beta.
+  {
+    group: 'authentication.k8s.io',
+    version: 'v1beta1',
+    plural: 'selfsubjectreviews',
+    kind: 'SelfSubjectReview',
+  },
 ];
 
 const verbs = new Set<string>([

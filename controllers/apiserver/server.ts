@@ -18,7 +18,7 @@ import { LoamError } from '../../crds/errors.js';
 import type { KindInfo } from '../../crds/kind.js';
 import { tokenVerificationKey } from '../pki/tokens.js';
 import type { Store } from '../storage/store.js';
-import { adminGroup, authenticate, authorize } from './auth.js';
+import { adminGroup, authenticate, authorize, monitoringGroup } from './auth.js';
 import { discoveryDocument } from './discovery.js';
 import { parseFieldValidation } from './fields.js';
 import { type ApiServerMetrics, apiServerMetrics } from './metrics.js';
@@ -29,6 +29,7 @@ import {
   openapiV2ProtobufType,
   wantsOpenapiV2Protobuf,
 } from './openapi-v2.js';
+import { decodeKubernetesProtobuf, protobufContentType } from './protobuf.js';
 import { type DeleteOptions, patchTypes, Resources, type WriteOptions } from './resources.js';
 import { review, reviewFor } from './reviews.js';
 import { type ResourceRequest, routeRequest } from './routing.js';
@@ -54,8 +55,6 @@ export interface ApiServerOptions {
 const maxBodyBytes = 3 * 1024 * 1024;
 /** Deeper bodies are refused before any recursive code sees them; real objects nest ~10 levels. */
 const maxBodyDepth = 100;
-/** Who may read /metrics besides admins, as in Kubernetes. */
-const monitoringGroup = 'system:monitoring';
 
 export class ApiServer {
   private readonly server: Http2SecureServer;
@@ -328,22 +327,29 @@ async function readBody(
     }
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (text.trim() === '') {
+  const bytes = Buffer.concat(chunks);
+  const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
+  // Typed Go clients (kubectl's create, auth can-i, auth whoami) send built-in kinds as protobuf.
+  const protobuf = contentType === protobufContentType;
+  const text = protobuf ? '' : bytes.toString('utf8');
+  if (protobuf ? bytes.length === 0 : text.trim() === '') {
     if (optional) return undefined;
     throw new LoamError('BadRequest', 'the request body is empty');
   }
-  const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
   const yaml = format === 'yaml' || contentType === 'application/yaml';
   let body: unknown;
-  try {
-    // The yaml library refuses alias expansion past 100 (billion-laughs bodies).
-    body = yaml ? YAML.parse(text) : JSON.parse(text);
-  } catch (err) {
-    throw new LoamError(
-      'BadRequest',
-      `the request body is not valid ${yaml ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
-    );
+  if (protobuf) {
+    body = decodeKubernetesProtobuf(bytes);
+  } else {
+    try {
+      // The yaml library refuses alias expansion past 100 (billion-laughs bodies).
+      body = yaml ? YAML.parse(text) : JSON.parse(text);
+    } catch (err) {
+      throw new LoamError(
+        'BadRequest',
+        `the request body is not valid ${yaml ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
+      );
+    }
   }
   if (nestingDepth(body) > maxBodyDepth) {
     throw new LoamError('BadRequest', `the request body nests deeper than ${maxBodyDepth} levels`);
