@@ -118,12 +118,7 @@ export function prepareUpdate(kind: KindInfo, existing: ApiObject, body: unknown
   const obj = decodeBody(kind, body);
   checkNamespace(kind, obj, existing.metadata.namespace);
   const meta = obj.metadata;
-  if (meta.name !== undefined && meta.name !== name) {
-    throw new LoamError(
-      'BadRequest',
-      `the name of the object (${meta.name}) does not match the name on the URL (${name})`,
-    );
-  }
+  if (meta.name !== undefined && meta.name !== name) throw nameMismatch(meta.name, name);
   if (meta.uid !== undefined && meta.uid !== existing.metadata.uid) {
     throw new LoamError(
       'Conflict',
@@ -159,12 +154,8 @@ export function prepareStatusUpdate(
   name: string,
 ): ApiObject {
   const obj = decodeBody(kind, body);
-  if (obj.metadata.name !== undefined && obj.metadata.name !== name) {
-    throw new LoamError(
-      'BadRequest',
-      `the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`,
-    );
-  }
+  if (obj.metadata.name !== undefined && obj.metadata.name !== name)
+    throw nameMismatch(obj.metadata.name, name);
   const updated: ApiObject = { ...existing, metadata: { ...existing.metadata } };
   if (obj.status === undefined) delete updated.status;
   else updated.status = obj.status;
@@ -186,6 +177,13 @@ function canonicalJson(value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value);
+}
+
+export function nameMismatch(bodyName: string | undefined, urlName: string | undefined): LoamError {
+  return new LoamError(
+    'BadRequest',
+    `the name of the object (${bodyName}) does not match the name on the URL (${urlName})`,
+  );
 }
 
 /** The finalizer kube-apiserver puts in every Namespace's spec: its content must go first. */

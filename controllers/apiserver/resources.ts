@@ -5,17 +5,19 @@
  * object until they are gone, status is a subresource. HTTP stays in server.ts.
  */
 import { namespaceKind } from '../../crds/builtin.js';
-import { LoamError } from '../../crds/errors.js';
+import { isLoamError, LoamError } from '../../crds/errors.js';
 import { formatTimestamp } from '../../crds/meta.js';
 import { group as loamGroup } from '../../crds/v1alpha1/index.js';
 import { validateObject, validateUpdate } from '../../crds/validate.js';
 import type { KeyValue, Store, WatchEvent } from '../storage/store.js';
 import { checkUnknownFields, type FieldValidation } from './fields.js';
+import { applyConfiguration, trackUpdate } from './managed-fields.js';
 import {
   type ApiObject,
   apiVersionOf,
   expectedRevision,
   finalizersPending,
+  nameMismatch,
   namespaceFinalizer,
   prepareCreate,
   prepareStatusUpdate,
@@ -52,11 +54,41 @@ export interface WriteOptions {
   fieldValidation: FieldValidation;
   /** `dryRun=All`: everything but the store write happens, and the result is returned. */
   dryRun: boolean;
+  /** The `fieldManager` the client named; server-side apply requires one. */
+  fieldManager?: string;
+  /** The client's User-Agent: its product name is the field manager when none is named, as in kube. */
+  userAgent?: string;
+  /** `force=true`: a server-side apply takes the fields it conflicts on from their managers. */
+  force?: boolean;
   warnings: string[];
 }
 
 function defaultWrite(): WriteOptions {
   return { fieldValidation: 'Warn', dryRun: false, warnings: [] };
+}
+
+/** kube-apiserver's limit on a field manager's name. */
+const maxFieldManagerLength = 128;
+
+/** Who a write is recorded as in managedFields. */
+function fieldManager(write: WriteOptions): string {
+  const manager = write.fieldManager ?? write.userAgent?.split('/')[0] ?? 'unknown';
+  if (manager.length > maxFieldManagerLength || /[\p{Cc}]/u.test(manager)) {
+    throw new LoamError(
+      'Invalid',
+      `fieldManager: Invalid value: ${JSON.stringify(manager)}: must be at most 128 printable characters`,
+      {
+        causes: [
+          {
+            field: 'fieldManager',
+            reason: 'FieldValueInvalid',
+            message: 'must be at most 128 printable characters',
+          },
+        ],
+      },
+    );
+  }
+  return manager.slice(0, maxFieldManagerLength);
 }
 
 /** metav1.DeleteOptions, as far as a store without garbage collection can honour it. */
@@ -171,7 +203,16 @@ export class Resources {
     if (req.subresource) throw new LoamError('MethodNotAllowed', 'create is not allowed on a subresource');
     write.warnings.push(...checkUnknownFields(kind, body, write.fieldValidation));
     const obj = prepareCreate(kind, body, req.namespace, this.now());
-    const validated = validateObject(kind, obj) as ApiObject;
+    const validated = trackUpdate(kind, undefined, validateObject(kind, obj) as ApiObject, {
+      manager: fieldManager(write),
+      now: this.now(),
+    });
+    return this.insert(req, validated, write);
+  }
+
+  /** Stores a new, prepared object (checked against its namespace), or says what would be stored. */
+  private async insert(req: ResourceRequest, validated: ApiObject, write: WriteOptions): Promise<ApiObject> {
+    const { kind } = req;
     const name = validated.metadata.name as string;
     if (kind.scope === 'Namespaced') await this.checkNamespaceAcceptsContent(req.namespace as string);
     const key = storageKey(kind, req.namespace, name);
@@ -196,7 +237,7 @@ export class Resources {
   ): Promise<ApiObject> {
     write.warnings.push(...checkUnknownFields(req.kind, body, write.fieldValidation));
     const current = await this.read(req);
-    const next = this.prepare(req, current.obj, body);
+    const next = this.prepare(req, current.obj, body, fieldManager(write));
     const expected = expectedRevision(next) ?? current.kv.modRevision;
     return this.write(req, next, expected, write.dryRun);
   }
@@ -215,13 +256,25 @@ export class Resources {
         `the body of the request was in an unknown format - accepted media types include: ${patchTypes.json}, ${patchTypes.merge}, ${patchTypes.apply}`,
       );
     }
+    if (write.force && contentType !== patchTypes.apply) {
+      throw new LoamError(
+        'BadRequest',
+        'force=true is only valid for server-side apply (application/apply-patch+yaml)',
+      );
+    }
+    if (contentType === patchTypes.apply) return this.apply(req, body, write);
+    const manager = fieldManager(write);
     for (let attempt = 1; ; attempt++) {
       const current = await this.read(req);
-      // Patch the object without its resourceVersion, so one only counts when the patch sets it.
-      const { resourceVersion: _rv, ...metadata } = current.obj.metadata;
-      const patched = this.applyPatch(contentType, { ...current.obj, metadata }, body);
+      const patched = this.applyPatch(contentType, current.obj, body);
+      // A patch that leaves resourceVersion alone applies to whatever version is current (and is
+      // retried when it loses a race); one that changes it makes it a precondition, as in kube.
+      const patchedMetadata = (patched as Partial<ApiObject> | null)?.metadata;
+      if (patchedMetadata?.resourceVersion === current.obj.metadata.resourceVersion) {
+        delete patchedMetadata?.resourceVersion;
+      }
       const warnings = checkUnknownFields(req.kind, patched, write.fieldValidation);
-      const next = this.prepare(req, current.obj, patched);
+      const next = this.prepare(req, current.obj, patched, manager);
       // A patch naming a resourceVersion is a precondition; otherwise retry lost races.
       const precondition = expectedRevision(next);
       try {
@@ -314,7 +367,64 @@ export class Resources {
     await this.write(req, { ...current.obj, spec: { ...spec, finalizers } }, current.kv.modRevision, false);
   }
 
-  private prepare(req: ResourceRequest, existing: ApiObject, body: unknown): ApiObject {
+  /**
+   * Server-side apply: the configuration merged into the live object by field ownership
+   * (managed-fields.ts), or a new object when there is none. Lost races are retried.
+   */
+  private async apply(req: ResourceRequest, body: unknown, write: WriteOptions): Promise<ApiObject> {
+    const { kind } = req;
+    if (write.fieldManager === undefined) {
+      throw new LoamError(
+        'Invalid',
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+        {
+          causes: [
+            {
+              field: 'fieldManager',
+              reason: 'FieldValueRequired',
+              message: 'Required value: is required for apply patch',
+            },
+          ],
+        },
+      );
+    }
+    const options = {
+      manager: fieldManager(write),
+      force: write.force ?? false,
+      now: this.now(),
+      ...(req.subresource ? { subresource: req.subresource } : {}),
+    };
+    const warnings = checkUnknownFields(kind, body, write.fieldValidation);
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.read(req).catch((err: unknown) => {
+        if (isLoamError(err, 'NotFound') && !req.subresource) return undefined;
+        throw err;
+      });
+      if (!current) {
+        const config = applyConfiguration(kind, undefined, body, options);
+        if (config.metadata.name !== req.name) throw nameMismatch(config.metadata.name, req.name);
+        const created = validateObject(
+          kind,
+          prepareCreate(kind, config, req.namespace, this.now()),
+        ) as ApiObject;
+        write.warnings.push(...warnings);
+        return this.insert({ ...req, verb: 'create' }, created, write);
+      }
+      const { resourceVersion: _rv, ...metadata } = current.obj.metadata;
+      const applied = applyConfiguration(kind, { ...current.obj, metadata }, body, options);
+      const next = this.prepare(req, current.obj, applied);
+      try {
+        const written = await this.write(req, next, current.kv.modRevision, write.dryRun);
+        write.warnings.push(...warnings);
+        return written;
+      } catch (err) {
+        if (attempt >= patchAttempts || !isLoamError(err, 'Conflict')) throw err;
+      }
+    }
+  }
+
+  /** The object an update stores, validated; `manager`, when given, is recorded in managedFields. */
+  private prepare(req: ResourceRequest, existing: ApiObject, body: unknown, manager?: string): ApiObject {
     const name = req.name as string;
     const next =
       req.subresource === 'status'
@@ -326,7 +436,12 @@ export class Resources {
     }
     const validated = validateObject(req.kind, next) as ApiObject;
     validateUpdate(req.kind, existing, validated);
-    return validated;
+    if (manager === undefined) return validated;
+    return trackUpdate(req.kind, existing, validated, {
+      manager,
+      now: this.now(),
+      ...(req.subresource ? { subresource: req.subresource } : {}),
+    });
   }
 
   /** Stores `next` if the object is still at `expected`; an object whose last finalizer went while deleted is removed. */

@@ -212,6 +212,11 @@ export class ApiServer {
     const write: WriteOptions = {
       fieldValidation: parseFieldValidation(url.searchParams.get('fieldValidation')),
       dryRun: parseDryRun(url.searchParams.getAll('dryRun')),
+      ...(url.searchParams.get('fieldManager')
+        ? { fieldManager: url.searchParams.get('fieldManager') as string }
+        : {}),
+      ...(req.headers['user-agent'] ? { userAgent: req.headers['user-agent'] } : {}),
+      force: url.searchParams.get('force') === 'true',
       warnings: [],
     };
     const respond = (code: number, obj: unknown) => {

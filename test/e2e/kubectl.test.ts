@@ -114,6 +114,46 @@ spec: {kernel: {url: "https://images.example.org/k", sha256: "${'a'.repeat(64)}"
           );
         });
 
+        it('applies server-side: a second field manager conflicts until it forces, and removed fields go', async () => {
+          const mine = (spec: string) => file(`${ns}-ssa.yaml`, networkManifest(ns, 'ssa', spec));
+          assert.match(
+            await k(
+              'apply',
+              '--server-side',
+              '-f',
+              mine('  cidr: 10.38.0.0/24\n  egress: true\n  dns: [10.38.0.1]\n'),
+            ),
+            /network.loam.dev\/ssa serverside-applied/,
+          );
+          const theirs = file(
+            `${ns}-ssa-ops.yaml`,
+            networkManifest(ns, 'ssa', '  cidr: 10.38.0.0/24\n  egress: false\n'),
+          );
+          const conflict = await k.run(['apply', '--server-side', '--field-manager=ops', '-f', theirs]);
+          assert.equal(conflict.code, 1);
+          assert.match(
+            conflict.stderr,
+            /Apply failed with 1 conflict: conflict with "kubectl": \.spec\.egress/,
+          );
+          assert.match(
+            await k('apply', '--server-side', '--field-manager=ops', '--force-conflicts', '-f', theirs),
+            /serverside-applied/,
+          );
+          // kubectl's configuration drops egress (now ops') and dns (only its own): dns goes, egress stays.
+          await k('apply', '--server-side', '-f', mine('  cidr: 10.38.0.0/24\n'));
+          const obj = JSON.parse(
+            await k('-n', ns, 'get', 'network', 'ssa', '-o', 'json', '--show-managed-fields'),
+          );
+          assert.equal(obj.spec.egress, false);
+          assert.equal(obj.spec.dns, undefined);
+          assert.deepEqual(
+            obj.metadata.managedFields
+              .map((e: { manager: string; operation: string }) => `${e.manager}/${e.operation}`)
+              .sort(),
+            ['kubectl/Apply', 'ops/Apply'],
+          );
+        });
+
         it('prints objects as yaml, json, wide and name', async () => {
           await k(
             'apply',
