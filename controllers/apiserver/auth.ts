@@ -1,7 +1,8 @@
 /**
  * Who is asking, and may they. Authentication by client certificate (user = CN, groups = O, as
- * Kubernetes reads them), else by bearer token (controllers/pki/tokens.ts). Authorization: the admin group may do anything; a tenant credential
- * carries `loam:namespace:<ns>` groups and is confined to those namespaces.
+ * Kubernetes reads them), else by bearer token (controllers/pki/tokens.ts). Authorization: the
+ * admin group may do anything; a tenant credential carries `loam:namespace:<ns>` groups and is
+ * confined to those namespaces.
  */
 import type { KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
@@ -23,19 +24,19 @@ export interface User {
 /** Group every authenticated user is in, as in Kubernetes. */
 const authenticatedGroup = 'system:authenticated';
 
-export function authenticate(
-  socket: TLSSocket,
-  authorization: string | undefined,
-  tokenKey: KeyObject,
-): User | undefined {
+/** The user a verified client certificate names, if the connection has one. */
+export function certificateUser(socket: TLSSocket): User | undefined {
   const cert = socket.authorized ? socket.getPeerCertificate() : undefined;
   const cn = cert?.subject?.CN;
-  if (cert && cn) {
-    const name = Array.isArray(cn) ? (cn[0] as string) : cn;
-    const o = cert.subject.O;
-    const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
-    return { name, groups: [...groups, authenticatedGroup] };
-  }
+  if (!cert || !cn) return undefined;
+  const name = Array.isArray(cn) ? (cn[0] as string) : cn;
+  const o = cert.subject.O;
+  const groups = o === undefined ? [] : Array.isArray(o) ? o : [o];
+  return { name, groups: [...groups, authenticatedGroup] };
+}
+
+/** The user a valid `Authorization: Bearer` token names, if there is one. */
+export function tokenUser(authorization: string | undefined, tokenKey: KeyObject): User | undefined {
   const bearer = /^Bearer (\S+)$/i.exec(authorization ?? '');
   const subject = bearer ? verifyToken(tokenKey, bearer[1] as string) : undefined;
   return subject ? { name: subject.user, groups: [...subject.groups, authenticatedGroup] } : undefined;

@@ -18,7 +18,7 @@ import { LoamError } from '../../crds/errors.js';
 import type { KindInfo } from '../../crds/kind.js';
 import { tokenVerificationKey } from '../pki/tokens.js';
 import type { Store } from '../storage/store.js';
-import { adminGroup, authenticate, authorize, monitoringGroup } from './auth.js';
+import { adminGroup, authorize, certificateUser, monitoringGroup, tokenUser, type User } from './auth.js';
 import { discoveryDocument } from './discovery.js';
 import { parseFieldValidation } from './fields.js';
 import { type ApiServerMetrics, apiServerMetrics } from './metrics.js';
@@ -65,6 +65,7 @@ export class ApiServer {
   /** /openapi/v2 (Swagger 2.0) as JSON and as gnostic protobuf, serialized once. */
   private readonly openapiV2: { json: string; protobuf: Uint8Array };
   private readonly tokenKey: KeyObject;
+  private readonly certificateUsers = new WeakMap<object, User | undefined>();
   private readonly registry: Registry;
   private readonly metrics: ApiServerMetrics;
 
@@ -127,7 +128,7 @@ export class ApiServer {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
         return;
       }
-      const user = authenticate(req.socket as unknown as TLSSocket, req.headers.authorization, this.tokenKey);
+      const user = this.certificateUser(req) ?? tokenUser(req.headers.authorization, this.tokenKey);
       if (!user) throw new LoamError('Unauthorized', 'Unauthorized');
       if (url.pathname === '/metrics' && req.method === 'GET') {
         if (!user.groups.some((g) => g === adminGroup || g === monitoringGroup)) {
@@ -311,6 +312,19 @@ export class ApiServer {
       this.metrics.watchers.dec(resource);
       res.end();
     }
+  }
+
+  /**
+   * The client certificate's user, read once per connection: parsing the peer certificate on
+   * every request costs more than serving a get from the embedded store.
+   */
+  private certificateUser(req: Http2ServerRequest): User | undefined {
+    // An HTTP/2 request's socket is a fresh proxy each time; its session is the connection.
+    const connection: object = (req.stream as { session?: object } | undefined)?.session ?? req.socket;
+    if (!this.certificateUsers.has(connection)) {
+      this.certificateUsers.set(connection, certificateUser(req.socket as unknown as TLSSocket));
+    }
+    return this.certificateUsers.get(connection);
   }
 
   private send(res: Http2ServerResponse, code: number, body: unknown): void {
