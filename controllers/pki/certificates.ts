@@ -22,10 +22,14 @@ export interface CertificateRequest {
   commonName: string;
   /** Subject O entries: Kubernetes groups for users, the role for agents. */
   organizations?: string[];
+  /** Subject OU entries: for agents, the uid of their Host or Router, which revocation checks. */
+  organizationalUnits?: string[];
   dnsNames?: string[];
   ipAddresses?: string[];
   usage: 'server' | 'client';
   validityDays: number;
+  /** Overrides validityDays: short-lived agent certificates (and tests of their rotation). */
+  validitySeconds?: number;
   publicKeyPem: string;
 }
 
@@ -38,16 +42,18 @@ export function generateKeyPair(): KeyPair {
   return { publicKeyPem: publicKey, privateKeyPem: privateKey };
 }
 
-function newCertificate(publicKeyPem: string, validityDays: number): forge.pki.Certificate {
+function newCertificate(publicKeyPem: string, validitySeconds: number): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem);
   // Positive 128-bit serial: the high bit cleared so DER does not read it as negative.
   const serial = randomBytes(16);
   serial[0] = (serial[0] as number) & 0x7f;
   cert.serialNumber = serial.toString('hex');
-  // Backdated a little so a peer whose clock runs slightly behind still accepts it.
-  cert.validity.notBefore = new Date(Date.now() - 5 * 60_000);
-  cert.validity.notAfter = new Date(Date.now() + validityDays * 86_400_000);
+  // Backdated a little (5 minutes, or a tenth of a short lifetime) so a peer whose clock runs
+  // slightly behind still accepts it.
+  const now = Date.now();
+  cert.validity.notBefore = new Date(now - Math.min(5 * 60_000, validitySeconds * 100));
+  cert.validity.notAfter = new Date(now + validitySeconds * 1000);
   return cert;
 }
 
@@ -62,7 +68,7 @@ export function createCertificateAuthority(
   validityDays = 3650,
 ): CertificateAuthority {
   const keys = generateKeyPair();
-  const cert = newCertificate(keys.publicKeyPem, validityDays);
+  const cert = newCertificate(keys.publicKeyPem, validityDays * 86_400);
   const subject = [{ name: 'commonName', value: commonName }];
   cert.setSubject(subject);
   cert.setIssuer(subject);
@@ -76,10 +82,11 @@ export function createCertificateAuthority(
 
 export function issueCertificate(ca: CertificateAuthority, request: CertificateRequest): string {
   const caCert = forge.pki.certificateFromPem(ca.certPem);
-  const cert = newCertificate(request.publicKeyPem, request.validityDays);
+  const cert = newCertificate(request.publicKeyPem, request.validitySeconds ?? request.validityDays * 86_400);
   cert.setSubject([
     { name: 'commonName', value: request.commonName },
     ...(request.organizations ?? []).map((value) => ({ name: 'organizationName', value })),
+    ...(request.organizationalUnits ?? []).map((value) => ({ name: 'organizationalUnitName', value })),
   ]);
   cert.setIssuer(caCert.subject.attributes);
   const altNames = [
@@ -94,6 +101,32 @@ export function issueCertificate(ca: CertificateAuthority, request: CertificateR
     ...(altNames.length > 0 ? [{ name: 'subjectAltName', altNames }] : []),
   ]);
   return sign(cert, ca.keyPem);
+}
+
+/**
+ * A PKCS#10 request for `keys` (PEM): how an agent asks for a certificate without its private key
+ * leaving the machine. The subject is informational; the hub decides what the certificate says.
+ */
+export function createCertificateSigningRequest(keys: KeyPair, commonName: string): string {
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forge.pki.publicKeyFromPem(keys.publicKeyPem);
+  csr.setSubject([{ name: 'commonName', value: commonName }]);
+  csr.sign(forge.pki.privateKeyFromPem(keys.privateKeyPem), forge.md.sha256.create());
+  return forge.pki.certificationRequestToPem(csr);
+}
+
+/**
+ * The public key (PEM) of a certificate signing request whose signature proves its sender holds
+ * the private key; undefined for anything else (malformed, not RSA, bad signature).
+ */
+export function verifiedRequestKey(csrPem: string): string | undefined {
+  try {
+    const csr = forge.pki.certificationRequestFromPem(csrPem);
+    if (!csr.publicKey || !csr.verify()) return undefined;
+    return forge.pki.publicKeyToPem(csr.publicKey as forge.pki.rsa.PublicKey);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The CA pin agents check before trusting a control plane: `sha256:` of the CA's SubjectPublicKeyInfo. */
