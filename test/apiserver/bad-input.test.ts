@@ -3,11 +3,10 @@
  * there is one), and nothing written — the store revision stays where it was.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import { rmSync } from 'node:fs';
+import type { ControlPlane } from '../../controllers/up.js';
 import { type ApiResponse, apiClient } from '../harness/https.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 
 const networks = '/apis/loam.dev/v1alpha1/namespaces/default/networks';
 
@@ -218,16 +217,8 @@ describe('API server bad input', function () {
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-bad-input-'));
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    dir = tempDir('bad-input');
+    plane = await startPlane(dir);
     call = apiClient(plane.kubeconfigPath);
     const created = await call('POST', networks, JSON.stringify(network('existing')));
     assert.equal(created.code, 201, created.text);

@@ -4,14 +4,14 @@
  * was compacted away while the server was down.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { Resources } from '../../controllers/apiserver/resources.js';
 import { openStore } from '../../controllers/storage/index.js';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import type { ControlPlane } from '../../controllers/up.js';
 import { instanceKind } from '../../crds/v1alpha1/index.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
 
 const sha256 = 'a'.repeat(64);
@@ -34,20 +34,12 @@ describe('client-node informer over Instances', function () {
   const seen: string[] = [];
 
   const start = async (port: number) => {
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    plane = await startPlane(dir, { port });
     return plane;
   };
 
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-informer-'));
+    dir = tempDir('informer');
   });
   after(async () => {
     done = true;

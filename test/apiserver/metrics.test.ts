@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import type { ControlPlane } from '../../controllers/up.js';
 import { apiClient } from '../harness/https.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
 
 const exec = promisify(execFile);
@@ -39,16 +39,8 @@ describe('API server metrics', function () {
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-metrics-'));
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    dir = tempDir('metrics');
+    plane = await startPlane(dir);
   });
   after(async () => {
     if (prometheus && prometheus.exitCode === null) {

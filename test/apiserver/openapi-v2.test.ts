@@ -4,9 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -24,9 +23,10 @@ import {
   schemaV2,
   wantsOpenapiV2Protobuf,
 } from '../../controllers/apiserver/openapi-v2.js';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import type { ControlPlane } from '../../controllers/up.js';
 import { servedKinds } from '../../crds/builtin.js';
 import type { KindInfo } from '../../crds/kind.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 
 const exec = promisify(execFile);
 
@@ -364,16 +364,8 @@ describe('/openapi/v2 with kubectl 1.27 and 1.28', function () {
   let plane: ControlPlane;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-openapi-v2-'));
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    dir = tempDir('openapi-v2');
+    plane = await startPlane(dir);
   });
   after(async () => {
     await plane?.stop();

@@ -4,10 +4,8 @@
  * 1.33 and 1.27 against `loam up`, whose typed commands send built-in kinds this way.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import type protobuf from 'protobufjs';
 import {
@@ -15,9 +13,10 @@ import {
   loadProtoRoot,
   protobufContentType,
 } from '../../controllers/apiserver/protobuf.js';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import type { ControlPlane } from '../../controllers/up.js';
 import { LoamError } from '../../crds/errors.js';
 import { kubectl } from '../harness/kubectl.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 
 const root = loadProtoRoot(
   'k8s/runtime.proto',
@@ -524,16 +523,8 @@ describe('kubectl sending protobuf to loam up', function () {
   let kc: k8s.KubeConfig;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-protobuf-'));
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    dir = tempDir('protobuf');
+    plane = await startPlane(dir);
     kc = new k8s.KubeConfig();
     kc.loadFromFile(plane.kubeconfigPath);
   });

@@ -3,15 +3,15 @@
  * `loam up` on loopback, over the embedded store.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { tenantGroupPrefix } from '../../controllers/apiserver/auth.js';
 import { loadCertificateAuthority } from '../../controllers/pki/files.js';
 import { issueKubeconfig } from '../../controllers/pki/kubeconfig.js';
-import { type ControlPlane, up } from '../../controllers/up.js';
+import type { ControlPlane } from '../../controllers/up.js';
+import { startPlane, tempDir } from '../harness/plane.js';
 import { pollUntil } from '../harness/poll.js';
 
 interface Network extends k8s.KubernetesObject {
@@ -51,16 +51,8 @@ describe('API server', function () {
   let api: k8s.KubernetesObjectApi;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'loam-apiserver-'));
-    plane = await up({
-      dataDir: dir,
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel: 'silent',
-    });
+    dir = tempDir('apiserver');
+    plane = await startPlane(dir);
     kc = new k8s.KubeConfig();
     kc.loadFromFile(plane.kubeconfigPath);
     api = k8s.KubernetesObjectApi.makeApiClient(kc);

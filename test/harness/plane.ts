@@ -1,0 +1,22 @@
+/** `loam up` in the test process: loopback, a free port, the embedded store, no logs. */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type ControlPlane, type UpOptions, up } from '../../controllers/up.js';
+
+export function tempDir(name: string): string {
+  return mkdtempSync(join(tmpdir(), `loam-${name}-`));
+}
+
+export function startPlane(dataDir: string, options: Partial<UpOptions> = {}): Promise<ControlPlane> {
+  return up({
+    dataDir,
+    host: '127.0.0.1',
+    port: 0,
+    store: 'sqlite',
+    etcdEndpoints: [],
+    tlsSans: [],
+    logLevel: 'silent',
+    ...options,
+  });
+}
