@@ -11,6 +11,7 @@ import { tenantGroupPrefix } from '../../controllers/apiserver/auth.js';
 import { loadCertificateAuthority } from '../../controllers/pki/files.js';
 import { issueKubeconfig } from '../../controllers/pki/kubeconfig.js';
 import type { ControlPlane } from '../../controllers/up.js';
+import { apiClient } from '../harness/https.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 import { pollUntil } from '../harness/poll.js';
 
@@ -271,5 +272,42 @@ describe('API server', function () {
     });
     assert.equal(code, 401);
     assert.equal((JSON.parse(body) as { reason: string }).reason, 'Unauthorized');
+  });
+
+  it('names an object from generateName, and deletes a collection by label', async () => {
+    const call = apiClient(plane.kubeconfigPath);
+    const path = '/apis/loam.dev/v1alpha1/namespaces/default/networks';
+    const names: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const created = await call(
+        'POST',
+        path,
+        JSON.stringify({ ...network(''), metadata: { generateName: 'gen-', labels: { batch: 'b1' } } }),
+      );
+      assert.equal(created.code, 201, created.text);
+      names.push((created.json?.metadata as { name: string }).name);
+    }
+    for (const name of names) assert.match(name, /^gen-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
+    assert.equal(new Set(names).size, 3);
+    const deleted = await call('DELETE', `${path}?labelSelector=batch%3Db1`);
+    assert.equal(deleted.code, 200, deleted.text);
+    assert.equal((deleted.json?.items as unknown[]).length, 3);
+    const left = await call('GET', `${path}?labelSelector=batch%3Db1`);
+    assert.deepEqual(left.json?.items, []);
+  });
+
+  it('ends a watch cleanly at timeoutSeconds', async () => {
+    const call = apiClient(plane.kubeconfigPath);
+    const started = Date.now();
+    const watched = await call(
+      'GET',
+      '/apis/loam.dev/v1alpha1/namespaces/default/networks?watch=1&timeoutSeconds=1',
+    );
+    assert.equal(watched.code, 200);
+    assert.ok(Date.now() - started >= 900, 'the stream stayed open for about a second');
+    // Only ADDED events for what exists: no ERROR at the end of a timed-out watch.
+    for (const line of watched.text.split('\n').filter(Boolean)) {
+      assert.equal((JSON.parse(line) as { type: string }).type, 'ADDED');
+    }
   });
 });
