@@ -285,13 +285,13 @@ describe('API server', function () {
         JSON.stringify({ ...network(''), metadata: { generateName: 'gen-', labels: { batch: 'b1' } } }),
       );
       assert.equal(created.code, 201, created.text);
-      names.push((created.json?.metadata as { name: string }).name);
+      names.push((created.json as { metadata: { name: string } }).metadata.name);
     }
     for (const name of names) assert.match(name, /^gen-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
     assert.equal(new Set(names).size, 3);
     const deleted = await call('DELETE', `${path}?labelSelector=batch%3Db1`);
     assert.equal(deleted.code, 200, deleted.text);
-    assert.equal((deleted.json?.items as unknown[]).length, 3);
+    assert.equal((deleted.json as { items: unknown[] }).items.length, 3);
     const left = await call('GET', `${path}?labelSelector=batch%3Db1`);
     assert.deepEqual(left.json?.items, []);
   });
