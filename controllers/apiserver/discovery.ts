@@ -1,6 +1,7 @@
 /**
  * Discovery documents, derived from the served kinds: /version, /api, /api/v1, /apis and each
- * group and group-version, in the legacy (unaggregated) format every kubectl understands.
+ * group and group-version, in the legacy format every kubectl understands, and /api and /apis also
+ * in the aggregated format (apidiscovery.k8s.io v2 and v2beta1) that kubectl 1.26+ asks for first.
  */
 import type { KindInfo } from '../../crds/kind.js';
 import { reviewResources } from './reviews.js';
@@ -98,4 +99,91 @@ export function discoveryDocument(path: string, kinds: readonly KindInfo[]): unk
     `${group}/${version}`,
     kinds.filter((k) => k.group === group && k.version === version),
   );
+}
+
+/** The aggregated discovery versions kubectl asks for: v2 (1.30+) and v2beta1 (1.26–1.32). */
+export type AggregatedDiscoveryVersion = 'v2' | 'v2beta1';
+
+/**
+ * The aggregated discovery version an Accept header asks for first, if any (kubectl sends
+ * `application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList, ..., application/json`).
+ */
+export function wantsAggregatedDiscovery(accept: string | undefined): AggregatedDiscoveryVersion | undefined {
+  for (const mediaType of (accept ?? '').split(',')) {
+    const params = new Map(
+      mediaType
+        .split(';')
+        .slice(1)
+        .map((p) => p.trim().split('=') as [string, string]),
+    );
+    const version = params.get('v');
+    if (
+      params.get('g') === 'apidiscovery.k8s.io' &&
+      params.get('as') === 'APIGroupDiscoveryList' &&
+      (version === 'v2' || version === 'v2beta1')
+    ) {
+      return version;
+    }
+  }
+  return undefined;
+}
+
+export function aggregatedDiscoveryContentType(version: AggregatedDiscoveryVersion): string {
+  return `application/json;g=apidiscovery.k8s.io;v=${version};as=APIGroupDiscoveryList`;
+}
+
+/**
+ * /api or /apis in the aggregated format: every group with its versions and resources in one
+ * document, so kubectl needs one request instead of one per group-version. Built from the same
+ * resource lists as the legacy documents.
+ */
+export function aggregatedDiscovery(
+  path: string,
+  kinds: readonly KindInfo[],
+  version: AggregatedDiscoveryVersion,
+): unknown {
+  const trimmed = path.replace(/\/+$/, '');
+  if (trimmed !== '/api' && trimmed !== '/apis') return undefined;
+  const groups: [string, string[]][] =
+    trimmed === '/api'
+      ? [['', ['v1']]]
+      : [...groupVersions(kinds)].map(([name, versions]) => [name, [...versions]]);
+  return {
+    kind: 'APIGroupDiscoveryList',
+    apiVersion: `apidiscovery.k8s.io/${version}`,
+    metadata: {},
+    items: groups.map(([group, versions]) => ({
+      metadata: { name: group, creationTimestamp: null },
+      versions: versions.map((v) => ({
+        version: v,
+        resources: aggregatedResources(group, v, kinds),
+        freshness: 'Current',
+      })),
+    })),
+  };
+}
+
+function aggregatedResources(group: string, version: string, kinds: readonly KindInfo[]) {
+  const list = resourceList(
+    group ? `${group}/${version}` : version,
+    kinds.filter((k) => k.group === group && k.version === version),
+  );
+  const responseKind = (kind: string) => ({ group, version, kind });
+  const parents = list.resources.filter((r) => !r.name.includes('/'));
+  return parents.map((r) => ({
+    resource: r.name,
+    responseKind: responseKind(r.kind),
+    scope: r.namespaced ? 'Namespaced' : 'Cluster',
+    singularResource: r.singularName || r.kind.toLowerCase(),
+    verbs: r.verbs,
+    ...('shortNames' in r && r.shortNames ? { shortNames: r.shortNames } : {}),
+    ...('categories' in r && r.categories ? { categories: r.categories } : {}),
+    subresources: list.resources
+      .filter((s) => s.name.startsWith(`${r.name}/`))
+      .map((s) => ({
+        subresource: s.name.slice(r.name.length + 1),
+        responseKind: responseKind(s.kind),
+        verbs: s.verbs,
+      })),
+  }));
 }

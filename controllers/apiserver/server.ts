@@ -19,7 +19,12 @@ import type { KindInfo } from '../../crds/kind.js';
 import { tokenVerificationKey } from '../pki/tokens.js';
 import type { Store } from '../storage/store.js';
 import { adminGroup, authorize, certificateUser, monitoringGroup, tokenUser, type User } from './auth.js';
-import { discoveryDocument } from './discovery.js';
+import {
+  aggregatedDiscovery,
+  aggregatedDiscoveryContentType,
+  discoveryDocument,
+  wantsAggregatedDiscovery,
+} from './discovery.js';
 import { parseFieldValidation } from './fields.js';
 import { type ApiServerMetrics, apiServerMetrics } from './metrics.js';
 import { openapiDocuments, openapiIndex } from './openapi.js';
@@ -157,6 +162,17 @@ export class ApiServer {
         const openapi = req.method === 'GET' ? this.openapi.get(url.pathname.replace(/\/+$/, '')) : undefined;
         if (openapi) {
           res.writeHead(200, { 'content-type': 'application/json' }).end(openapi);
+          return;
+        }
+        const aggregated = wantsAggregatedDiscovery(req.headers.accept);
+        const aggregatedDoc =
+          req.method === 'GET' && aggregated
+            ? aggregatedDiscovery(url.pathname, this.options.kinds, aggregated)
+            : undefined;
+        if (aggregated && aggregatedDoc) {
+          res
+            .writeHead(200, { 'content-type': aggregatedDiscoveryContentType(aggregated) })
+            .end(JSON.stringify(aggregatedDoc));
           return;
         }
         const doc = req.method === 'GET' ? discoveryDocument(url.pathname, this.options.kinds) : undefined;
