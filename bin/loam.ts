@@ -2,15 +2,23 @@
  * The `loam` command line. Thin: each command parses its flags with commander and calls into the
  * modules that do the work.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { Command, InvalidArgumentError } from 'commander';
+import { join } from 'node:path';
+import { KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { defaultRouterName, renderManifests } from '../agents/network/render.js';
+import { registerAgentCommands } from '../agents/runtime/cli.js';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
+import { createBootstrapToken, joinCommand } from '../controllers/pki/bootstrap-tokens.js';
+import { type AgentRole, agentRoles, caPin } from '../controllers/pki/certificates.js';
 import { loadCertificateAuthority, loadTokenSigningKey } from '../controllers/pki/files.js';
 import { issueKubeconfig } from '../controllers/pki/kubeconfig.js';
 import { issueToken } from '../controllers/pki/tokens.js';
-import { up } from '../controllers/up.js';
+import { agentAddressFile, up } from '../controllers/up.js';
+import { parseDuration } from '../crds/formats.js';
 import { validateManifests } from '../crds/manifests.js';
+import { routerDrivers } from '../crds/v1alpha1/index.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -51,6 +59,60 @@ program
     process.exitCode = failed ? 1 : 0;
   });
 
+program
+  .command('render')
+  .description(
+    'print the router configuration the network agent would apply for these manifests, touching nothing',
+  )
+  .addOption(
+    new Option('--driver <driver>', 'openwrt (a uci batch) or linux (commands and files)')
+      .choices(routerDrivers)
+      .makeOptionMandatory(),
+  )
+  .requiredOption(
+    '-f, --filename <file>',
+    'manifest file (YAML, several documents allowed; - for stdin); repeatable',
+    collect,
+    [],
+  )
+  .option(
+    '--router <name>',
+    `the Router to render for (default: the one in the manifests, or "${defaultRouterName}")`,
+  )
+  .option('--wan <name>', 'linux: the WAN device (default eth0); openwrt: the WAN zone (default wan)')
+  .option(
+    '--trunk <device>',
+    'where VLAN segments reach the hypervisors (linux: parent device; openwrt: port)',
+  )
+  .option('--uplink <name>', 'the VXLAN underlay (linux: device; openwrt: interface)')
+  .option('--vtep <address>', "a hypervisor's VXLAN endpoint; repeatable", collect, [])
+  .option(
+    '--vxlan-group <address>',
+    'a multicast group VXLAN floods through, instead of copies to each --vtep',
+  )
+  .option('--vxlan-local <address>', 'the VXLAN source address')
+  .action(
+    (options: {
+      driver: 'openwrt' | 'linux';
+      filename: string[];
+      router?: string;
+      wan?: string;
+      trunk?: string;
+      uplink?: string;
+      vtep: string[];
+      vxlanGroup?: string;
+      vxlanLocal?: string;
+    }) => {
+      const { filename, vtep, ...rest } = options;
+      const files = filename.map((name) => ({ name, text: readFileSync(name === '-' ? 0 : name, 'utf8') }));
+      const result = renderManifests(files, { ...rest, vteps: vtep });
+      process.stdout.write(result.output);
+      for (const note of result.notes) console.error(`note: ${note}`);
+      for (const error of result.errors) console.error(error);
+      process.exitCode = result.errors.length > 0 ? 1 : 0;
+    },
+  );
+
 const defaultDataDir =
   process.env.LOAM_DATA_DIR ?? (process.getuid?.() === 0 ? '/var/lib/loam' : `${homedir()}/.loam`);
 
@@ -69,18 +131,25 @@ function storeBackend(value: string): 'sqlite' | 'etcd' {
 program
   .command('up')
   .description(
-    'run the control plane on this machine: embedded store, API server; writes an admin kubeconfig',
+    'run the control plane on this machine: embedded store, API server, agent hub; writes an admin kubeconfig',
   )
   .option(
     '--data-dir <dir>',
     'where the store, the PKI and the admin kubeconfig live (env LOAM_DATA_DIR)',
     defaultDataDir,
   )
-  .option(
-    '--api-address <host:port>',
-    'address the Kubernetes API listens on; port 0 picks a free port',
-    hostPort,
-    { host: '127.0.0.1', port: 6443 },
+  .addOption(
+    new Option('--api-address <host:port>', 'address the Kubernetes API listens on; port 0 picks a free port')
+      .argParser(hostPort)
+      .default({ host: '127.0.0.1', port: 6443 }, '127.0.0.1:6443'),
+  )
+  .addOption(
+    new Option(
+      '--agent-address <host:port>',
+      'address the agent hub (gRPC, mutual TLS) listens on; port 0 picks a free port',
+    )
+      .argParser(hostPort)
+      .default({ host: '0.0.0.0', port: 7443 }, '0.0.0.0:7443'),
   )
   .option('--store <backend>', 'sqlite (embedded, in the data dir) or etcd', storeBackend, 'sqlite')
   .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs, for --store etcd', '')
@@ -90,6 +159,7 @@ program
     async (options: {
       dataDir: string;
       apiAddress: { host: string; port: number };
+      agentAddress: { host: string; port: number };
       store: 'sqlite' | 'etcd';
       etcdEndpoints: string;
       tlsSan: string[];
@@ -107,9 +177,11 @@ program
         etcdEndpoints,
         tlsSans: options.tlsSan,
         logLevel: options.logLevel,
+        agentHost: options.agentAddress.host,
+        agentPort: options.agentAddress.port,
       });
       process.stderr.write(
-        `\nLoam is up: ${plane.apiServer.url}\n\n  export KUBECONFIG=${plane.kubeconfigPath}\n  kubectl api-resources --api-group=loam.dev\n  kubectl apply -f crds/samples/network.yaml\n  kubectl get networks,instances -A\n\n`,
+        `\nLoam is up: ${plane.apiServer.url}\nAgent hub: ${plane.agentAddress} (join agents with: loam token create)\n\n  export KUBECONFIG=${plane.kubeconfigPath}\n  kubectl api-resources --api-group=loam.dev\n  kubectl apply -f crds/samples/network.yaml\n  kubectl get networks,instances -A\n\n`,
       );
       const stop = () => {
         plane.stop().then(
@@ -179,6 +251,80 @@ function positiveInteger(value: string): number {
   if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
   return n;
 }
+
+// --- loam token ---------------------------------------------------------------------------------
+
+function agentRole(value: string): AgentRole {
+  if (!(agentRoles as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`expected ${agentRoles.join(' or ')}`);
+  }
+  return value as AgentRole;
+}
+
+function positiveDuration(value: string): number {
+  let seconds: number;
+  try {
+    seconds = parseDuration(value);
+  } catch {
+    throw new InvalidArgumentError('expected a duration such as 24h, 30m or 90s');
+  }
+  if (seconds < 1) throw new InvalidArgumentError('expected a duration of at least 1s');
+  return seconds;
+}
+
+program
+  .command('token')
+  .description('bootstrap tokens, with which agents enroll')
+  .command('create')
+  .description('create a bootstrap token and print it with the CA pin and the command that joins an agent')
+  .addOption(
+    new Option('--ttl <duration>', 'how long the token is valid, e.g. 24h, 30m, 90s')
+      .argParser(positiveDuration)
+      .default(86_400, '24h'),
+  )
+  .option('--usages <n>', 'how many agents may enroll with it', positiveInteger, 1)
+  .option(
+    '--role <role>',
+    `the only role it may enroll (${agentRoles.join(' or ')}); any when omitted`,
+    agentRole,
+  )
+  .option('--data-dir <dir>', 'the control plane data dir (env LOAM_DATA_DIR)', defaultDataDir)
+  .option('--server <host:port>', 'the hub address agents dial (default: what loam up wrote in the data dir)')
+  .action(
+    async (options: { ttl: number; usages: number; role?: AgentRole; dataDir: string; server?: string }) => {
+      const addressPath = join(options.dataDir, agentAddressFile);
+      if (options.server === undefined && !existsSync(addressPath)) {
+        throw new InvalidArgumentError(`no ${addressPath}: run loam up first, or pass --server`);
+      }
+      const server = options.server ?? readFileSync(addressPath, 'utf8').trim();
+      const pin = caPin(loadCertificateAuthority(options.dataDir).certPem);
+      const kubeConfig = new KubeConfig();
+      kubeConfig.loadFromFile(join(options.dataDir, 'admin.kubeconfig'));
+      const { token, expiration } = await createBootstrapToken(
+        KubernetesObjectApi.makeApiClient(kubeConfig),
+        {
+          ttlSeconds: options.ttl,
+          usages: options.usages,
+          ...(options.role ? { role: options.role } : {}),
+        },
+      );
+      const roles = options.role ? [options.role] : agentRoles;
+      process.stdout.write(
+        [
+          `token: ${token}`,
+          `ca-pin: ${pin}`,
+          `expires: ${expiration.toISOString()}`,
+          `usages: ${options.usages}`,
+          '',
+          'Join an agent with:',
+          ...roles.map((role) => `  ${joinCommand(role, server, token, pin)}`),
+          '',
+        ].join('\n'),
+      );
+    },
+  );
+
+registerAgentCommands(program, pkg.version);
 
 program.parseAsync().catch((err: unknown) => {
   console.error(`loam: ${err instanceof Error ? err.message : String(err)}`);

@@ -1,10 +1,14 @@
 /**
  * `loam up`: the whole control plane on one machine — the embedded store (or etcd), periodic
- * compaction, the PKI, and the Kubernetes-compatible API server — plus an admin kubeconfig.
+ * compaction, the PKI, the Kubernetes-compatible API server and the agent hub — plus an admin
+ * kubeconfig.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { KubeConfig } from '@kubernetes/client-node';
+import { type DestinationStream, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { servedKindFor, servedKinds } from '../crds/builtin.js';
 import { isLoamError } from '../crds/errors.js';
@@ -13,6 +17,7 @@ import { adminGroup } from './apiserver/auth.js';
 import { NamespaceLifecycle } from './apiserver/namespace-lifecycle.js';
 import { Resources } from './apiserver/resources.js';
 import { ApiServer } from './apiserver/server.js';
+import { Hub, type HubTunables } from './hub/hub.js';
 import { loadServingPki } from './pki/files.js';
 import { issueKubeconfig } from './pki/kubeconfig.js';
 import { openStore, startCompactor } from './storage/index.js';
@@ -28,11 +33,21 @@ export interface UpOptions {
   etcdEndpoints: string[];
   tlsSans: string[];
   logLevel: string;
+  /** Address the agent hub listens on; port 0 picks a free port. */
+  agentHost: string;
+  agentPort: number;
+  /** Hub settings other than the defaults (tests shorten lifetimes and grace periods). */
+  hub?: Partial<HubTunables>;
+  /** Where logs go; stdout by default (tests read them). */
+  logDestination?: DestinationStream;
 }
 
 export interface ControlPlane {
   apiServer: ApiServer;
   kubeconfigPath: string;
+  hub: Hub;
+  /** host:port agents dial (also in <dataDir>/agent-address, where `loam token create` reads it). */
+  agentAddress: string;
   stop(): Promise<void>;
 }
 
@@ -51,8 +66,24 @@ async function ensureNamespaces(store: Store): Promise<void> {
   }
 }
 
+export const agentAddressFile = 'agent-address';
+
+/**
+ * The address agents dial for a hub listening on `listening`: the same, unless that is every
+ * address (0.0.0.0, ::), which no agent can dial; then the first --tls-san or this host's name,
+ * which the serving certificate names.
+ */
+export function advertisedAgentAddress(listening: string, options: Pick<UpOptions, 'tlsSans'>): string {
+  const match = /^\[?(.*?)\]?:(\d+)$/.exec(listening);
+  const host = match?.[1] ?? '';
+  const port = match?.[2] ?? '';
+  const wildcard = host === '' || host === '0.0.0.0' || host === '::';
+  const advertised = wildcard ? (options.tlsSans[0] ?? hostname()) : host;
+  return `${isIP(advertised) === 6 ? `[${advertised}]` : advertised}:${port}`;
+}
+
 export async function up(options: UpOptions): Promise<ControlPlane> {
-  const logger = pino({ level: options.logLevel });
+  const logger = pino({ level: options.logLevel }, options.logDestination);
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   const store =
     options.store === 'etcd'
@@ -78,15 +109,44 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   writeFileSync(kubeconfigPath, issueKubeconfig(pki.ca, apiServer.url, 'admin', [adminGroup]), {
     mode: 0o600,
   });
-  logger.info({ url: apiServer.url, store: store.backend }, 'control plane up');
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromFile(kubeconfigPath);
+  const stopApi = async () => {
+    compactor.stop();
+    namespaces.stop();
+    await apiServer.close();
+    await store.close();
+  };
+  let hub: Hub;
+  try {
+    hub = await Hub.start({
+      host: options.agentHost,
+      port: options.agentPort,
+      ca: pki.ca,
+      // The API server's certificate: the same SANs (loopback, this host, --tls-san) fit the hub.
+      certPem: pki.certPem,
+      keyPem: pki.keyPem,
+      kubeConfig,
+      logger: logger.child({ component: 'hub' }),
+      registry,
+      ...(options.hub ? { tunables: options.hub } : {}),
+    });
+  } catch (err) {
+    // E.g. the agent port is taken: leave nothing running behind.
+    await stopApi();
+    throw err;
+  }
+  const agentAddress = advertisedAgentAddress(hub.address, options);
+  writeFileSync(join(options.dataDir, agentAddressFile), `${agentAddress}\n`);
+  logger.info({ url: apiServer.url, agentAddress, store: store.backend }, 'control plane up');
   return {
     apiServer,
     kubeconfigPath,
+    hub,
+    agentAddress,
     async stop() {
-      compactor.stop();
-      namespaces.stop();
-      await apiServer.close();
-      await store.close();
+      await hub.close();
+      await stopApi();
     },
   };
 }

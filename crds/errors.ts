@@ -25,6 +25,8 @@ export const errorCodes = {
   UnsupportedMediaType: { http: 415, reason: 'UnsupportedMediaType', grpc: 3 /* INVALID_ARGUMENT */ },
   /** A request body over the size limit (3 MiB for the API, as kube-apiserver). */
   RequestEntityTooLarge: { http: 413, reason: 'RequestEntityTooLarge', grpc: 8 /* RESOURCE_EXHAUSTED */ },
+  /** A deadline passed before the work finished (an agent job); retrying may work. */
+  DeadlineExceeded: { http: 504, reason: 'Timeout', grpc: 4 /* DEADLINE_EXCEEDED */ },
   /** A bug or an unexpected failure; the message must not leak internals. */
   Internal: { http: 500, reason: 'InternalError', grpc: 13 /* INTERNAL */ },
   /** The component was closed while the call was under way. */

@@ -12,6 +12,8 @@ export interface ManifestResult {
   name: string;
   /** One line per problem, naming the field; empty when the document is valid. */
   errors: string[];
+  /** The object with its schema's defaults applied, when it is valid. */
+  object?: unknown;
 }
 
 export function validateManifests(text: string): ManifestResult[] {
@@ -56,8 +58,7 @@ export function validateManifests(text: string): ManifestResult[] {
       return;
     }
     try {
-      validateObject(info, obj);
-      results.push({ name, errors: [] });
+      results.push({ name, errors: [], object: validateObject(info, obj) });
     } catch (err) {
       if (!isLoamError(err, 'Invalid')) throw err;
       results.push({ name, errors: err.causes.map((cause) => `${cause.field}: ${cause.message}`) });

@@ -8,6 +8,13 @@
 import { createHash, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 
+/**
+ * What an agent is for, as its client certificate's O says: libvirt (runs Instances; its object
+ * is a Host) or network (makes Networks real; its object is a Router).
+ */
+export const agentRoles = ['libvirt', 'network'] as const;
+export type AgentRole = (typeof agentRoles)[number];
+
 export interface KeyPair {
   publicKeyPem: string;
   privateKeyPem: string;

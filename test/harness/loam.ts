@@ -27,6 +27,8 @@ export class LoamProcess {
       options.dataDir,
       '--api-address',
       `127.0.0.1:${options.port ?? 0}`,
+      '--agent-address',
+      '127.0.0.1:0',
       '--store',
       options.store,
       '--log-level',

@@ -1,4 +1,4 @@
-/** `loam up` in the test process: loopback, a free port, the embedded store, no logs. */
+/** `loam up` in the test process: loopback, free ports, the embedded store, no logs. */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,9 @@ export function startPlane(dataDir: string, options: Partial<UpOptions> = {}): P
     etcdEndpoints: [],
     tlsSans: [],
     logLevel: 'silent',
+    // Loopback and a free port, so planes in one test run never collide.
+    agentHost: '127.0.0.1',
+    agentPort: 0,
     ...options,
   });
 }

@@ -1,0 +1,74 @@
+/**
+ * `loam agent libvirt` and `loam agent network`: the runtime with its settings from flags,
+ * environment and file, stopped gracefully by SIGINT or SIGTERM (a second signal exits at once).
+ * Until the roles' drivers land, both run the placeholder driver.
+ */
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.js';
+import { Agent } from './agent.js';
+import {
+  agentSettings,
+  configFileEnv,
+  defaultFor,
+  envName,
+  flagName,
+  loadAgentConfig,
+  type SettingKey,
+  settingKeys,
+} from './config.js';
+import { placeholderDriver } from './placeholder-driver.js';
+
+const roleDescriptions: Record<AgentRole, string> = {
+  libvirt: 'run the agent of a hypervisor: it runs the Instances scheduled to this Host',
+  network: 'run the agent of a router: it makes Networks real on this Router',
+};
+
+export function registerAgentCommands(program: Command, version: string): void {
+  const agent = program
+    .command('agent')
+    .description('run an agent that enrolls with a control plane, dials its hub and carries out its jobs');
+  for (const role of agentRoles) {
+    const command = agent
+      .command(role)
+      .description(roleDescriptions[role])
+      .option(
+        '--config <file>',
+        `YAML or JSON file of the settings below, keyed as camelCase (env ${configFileEnv})`,
+      );
+    for (const key of settingKeys) {
+      const { value, help } = agentSettings[key];
+      const fallback = defaultFor(key, role);
+      const shown = fallback === undefined ? '' : ` (default ${fallback})`;
+      command.option(`${flagName(key)} <${value}>`, `${help}${shown} (env ${envName(key)})`);
+    }
+    command.action((flags: Partial<Record<SettingKey | 'config', string>>) => runAgent(role, flags, version));
+  }
+}
+
+async function runAgent(
+  role: AgentRole,
+  flags: Partial<Record<SettingKey | 'config', string>>,
+  version: string,
+): Promise<void> {
+  const config = loadAgentConfig(role, flags);
+  const logger = pino({ level: config.logLevel });
+  const agent = new Agent({ config, driver: placeholderDriver(role), logger, version });
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signals++ > 0) {
+      logger.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    logger.info({ signal }, 'shutting down');
+    void agent.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await agent.run();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * An agent's configuration: flags win over LOAM_AGENT_* environment variables, which win over a
+ * YAML or JSON file (--config), which wins over defaults. One table names every setting, so the
+ * flag, the variable and the file key cannot drift apart, and every error names the setting the
+ * way the user wrote it (`--ca-pin`, `LOAM_AGENT_CA_PIN` or `caPin in FILE`).
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import YAML from 'yaml';
+import { z } from 'zod';
+import type { AgentRole } from '../../controllers/pki/certificates.js';
+import { LoamError } from '../../crds/errors.js';
+import { dnsLabel, hostPort, networkHost } from '../../crds/formats.js';
+
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * Fixed local ports, one per role, so Prometheus has a stable target and a libvirt agent and a
+ * network agent can share a machine (as under `loam up`). Port 0 picks a free port.
+ */
+export const defaultMetricsAddress: Record<AgentRole, string> = {
+  libvirt: '127.0.0.1:9470',
+  network: '127.0.0.1:9471',
+};
+
+/**
+ * Every setting: the flag's value name, help and fixed default (the name's depends on the host,
+ * the metrics address's on the role). The flag and variable names derive from the key.
+ */
+export const agentSettings = {
+  server: { value: 'host:port', help: "the control plane's agent hub" },
+  token: { value: 'token', help: 'bootstrap token for the first start (loam token create)' },
+  caPin: { value: 'sha256:hex', help: "hash of the control plane CA's public key, checked before enrolling" },
+  dataDir: { value: 'dir', help: 'where the agent keeps its identity (key, certificate, CA)' },
+  name: { value: 'name', help: "this agent's name, a DNS label (default: the hostname's first label)" },
+  metricsAddress: { value: 'host:port', help: 'local address of /metrics and /healthz; port 0 picks one' },
+  logLevel: { value: 'level', help: `log level: ${logLevels.join(', ')}`, default: 'info' },
+  renewAt: {
+    value: 'fraction',
+    help: 'renew the certificate at this fraction of its lifetime',
+    default: 0.8,
+  },
+  backoffInitial: { value: 'seconds', help: 'first reconnect delay', default: 0.5 },
+  backoffMax: { value: 'seconds', help: 'longest reconnect delay', default: 30 },
+} as const;
+
+export type SettingKey = keyof typeof agentSettings;
+export const settingKeys = Object.keys(agentSettings) as SettingKey[];
+
+export const configFileEnv = 'LOAM_AGENT_CONFIG';
+
+/** The default a `role` agent shows in its help; the name's, which depends on the host, is not here. */
+export function defaultFor(key: SettingKey, role: AgentRole): string | number | undefined {
+  if (key === 'metricsAddress') return defaultMetricsAddress[role];
+  const setting = agentSettings[key];
+  return 'default' in setting ? setting.default : undefined;
+}
+
+export function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+export function envName(key: string): string {
+  return `LOAM_AGENT_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+export interface AgentConfig {
+  role: AgentRole;
+  /** The hub, HOST:PORT. */
+  server: string;
+  /** Needed only to enroll: a later start uses the identity in dataDir. */
+  token?: string;
+  caPin?: string;
+  dataDir: string;
+  name: string;
+  /** HOST:PORT; port 0 picks a free port. */
+  metricsAddress: string;
+  logLevel: (typeof logLevels)[number];
+  renewAt: number;
+  backoff: { initialMs: number; maxMs: number };
+}
+
+/** "host:port" or "[v6]:port" split; undefined when it is neither. */
+export function splitHostPort(value: string): { host: string; port: number } | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  if (!match) return undefined;
+  return { host: match[1] ?? match[2] ?? '', port: Number(match[3]) };
+}
+
+function listenAddress() {
+  return z.string().refine((value) => {
+    const parts = splitHostPort(value);
+    return (
+      parts !== undefined &&
+      parts.port <= 65535 &&
+      (value.startsWith('[') ? isIP(parts.host) === 6 : networkHost().safeParse(parts.host).success)
+    );
+  }, 'must be host:port with an IP address or name and a port from 0 to 65535 (0 picks a free port)');
+}
+
+function seconds() {
+  return z.coerce.number({ error: 'must be a number of seconds' }).positive('must be more than 0 seconds');
+}
+
+const schema = z
+  .object({
+    server: hostPort(),
+    token: z
+      .string()
+      .regex(
+        /^[a-z0-9]{6}\.[a-z0-9]{16}$/,
+        'must be a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}, as loam token create prints',
+      )
+      .optional(),
+    caPin: z
+      .string()
+      .regex(
+        /^sha256:[0-9a-f]{64}$/,
+        "must be 'sha256:' and 64 lower-case hex digits, as loam token create prints",
+      )
+      .optional(),
+    dataDir: z.string().min(1, 'must not be empty'),
+    name: dnsLabel(),
+    metricsAddress: listenAddress(),
+    logLevel: z.enum(logLevels, { error: `must be one of ${logLevels.join(', ')}` }),
+    renewAt: z.coerce
+      .number({ error: 'must be a number' })
+      .gt(0, 'must be between 0 and 1, exclusive')
+      .lt(1, 'must be between 0 and 1, exclusive'),
+    backoffInitial: seconds(),
+    backoffMax: seconds(),
+  })
+  .refine((c) => c.backoffMax >= c.backoffInitial, {
+    path: ['backoffMax'],
+    message: 'must not be less than backoffInitial',
+  });
+
+export interface ConfigSources {
+  /** Flags as commander parsed them (camelCase keys); only flags the user gave. */
+  flags: Partial<Record<SettingKey, string>>;
+  env: Record<string, string | undefined>;
+  file?: { path: string; text: string };
+  hostname: string;
+}
+
+type Origin = { kind: 'flag' | 'env' | 'default' } | { kind: 'file'; path: string };
+
+function label(key: SettingKey, origin: Origin | undefined, raw: unknown): string {
+  switch (origin?.kind) {
+    case 'env':
+      return envName(key);
+    case 'file':
+      return `${key} in ${origin.path}`;
+    case 'default':
+      return `${flagName(key)} (defaulted to ${JSON.stringify(raw)})`;
+    default:
+      return flagName(key);
+  }
+}
+
+function invalid(problems: string[]): LoamError {
+  return new LoamError('Invalid', `invalid agent configuration: ${problems.join('; ')}`);
+}
+
+function parseFile(file: { path: string; text: string }): Record<string, unknown> {
+  let values: unknown;
+  try {
+    values = YAML.parse(file.text);
+  } catch (err) {
+    throw invalid([`${file.path}: not YAML or JSON: ${(err as Error).message.split('\n')[0]}`]);
+  }
+  if (values === null || values === undefined) return {};
+  if (typeof values !== 'object' || Array.isArray(values)) {
+    throw invalid([`${file.path}: must be a mapping of settings (${settingKeys.join(', ')})`]);
+  }
+  const unknown = Object.keys(values).filter((key) => !(settingKeys as string[]).includes(key));
+  if (unknown.length > 0) {
+    throw invalid(
+      unknown.map((key) => `${key} in ${file.path}: unknown setting (known: ${settingKeys.join(', ')})`),
+    );
+  }
+  return values as Record<string, unknown>;
+}
+
+/** The configuration of a `role` agent from its sources; a LoamError naming each bad setting. */
+export function resolveAgentConfig(role: AgentRole, sources: ConfigSources): AgentConfig {
+  const fileValues = sources.file ? parseFile(sources.file) : {};
+  // Hostnames are often FQDNs or mixed case; an agent's name is one lower-case label.
+  const defaultName = sources.hostname.split('.')[0]?.toLowerCase();
+  const raw: Record<string, unknown> = {};
+  const origins = new Map<SettingKey, Origin>();
+  for (const key of settingKeys) {
+    const env = sources.env[envName(key)];
+    const candidates: [unknown, Origin][] = [
+      [sources.flags[key], { kind: 'flag' }],
+      [env === '' ? undefined : env, { kind: 'env' }],
+      [fileValues[key], { kind: 'file', path: sources.file?.path ?? '' }],
+      [key === 'name' ? defaultName : defaultFor(key, role), { kind: 'default' }],
+    ];
+    const found = candidates.find(([value]) => value !== undefined);
+    if (found) {
+      raw[key] = found[0];
+      origins.set(key, found[1]);
+    }
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    throw invalid(
+      parsed.error.issues.map((issue) => {
+        const key = issue.path[0] as SettingKey;
+        if (raw[key] === undefined) {
+          return `${flagName(key)} is required (or ${envName(key)}, or ${key} in the --config file)`;
+        }
+        return `${label(key, origins.get(key), raw[key])}: ${issue.message}`;
+      }),
+    );
+  }
+  const { backoffInitial, backoffMax, ...rest } = parsed.data;
+  return {
+    role,
+    ...rest,
+    backoff: { initialMs: Math.round(backoffInitial * 1000), maxMs: Math.round(backoffMax * 1000) },
+  };
+}
+
+/** The configuration from this process's flags and environment, and the --config file they name. */
+export function loadAgentConfig(
+  role: AgentRole,
+  flags: Partial<Record<SettingKey | 'config', string>>,
+  env: Record<string, string | undefined> = process.env,
+): AgentConfig {
+  const path = flags.config ?? (env[configFileEnv] || undefined);
+  let file: ConfigSources['file'];
+  if (path !== undefined) {
+    try {
+      file = { path, text: readFileSync(path, 'utf8') };
+    } catch (err) {
+      throw invalid([
+        `--config: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      ]);
+    }
+  }
+  return resolveAgentConfig(role, { flags, env, ...(file ? { file } : {}), hostname: hostname() });
+}

@@ -1,0 +1,158 @@
+/** `loam agent` as a user runs it: a child process against the hub double, signals, exit codes. */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { status } from '@grpc/grpc-js';
+import { caPin, createCertificateAuthority } from '../../controllers/pki/certificates.js';
+import { pollUntil } from '../harness/poll.js';
+import { AgentHubDouble, removeDir, tempDataDir } from './hub-double.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const loam = `${root}bin/loam`;
+
+function agentArgs(hub: AgentHubDouble, dataDir: string, extra: string[] = []): string[] {
+  return [
+    'agent',
+    'network',
+    '--server',
+    hub.address,
+    '--token',
+    hub.token,
+    '--ca-pin',
+    hub.pin,
+    '--data-dir',
+    dataDir,
+    '--name',
+    'edge1',
+    '--metrics-address',
+    '127.0.0.1:0',
+    ...extra,
+  ];
+}
+
+describe('loam agent', () => {
+  let hub: AgentHubDouble;
+  let dataDir: string;
+  let child: ChildProcess | undefined;
+
+  beforeEach(async () => {
+    hub = await AgentHubDouble.start();
+    dataDir = await tempDataDir();
+  });
+
+  afterEach(() => {
+    child?.kill('SIGKILL');
+    child = undefined;
+    hub.stop();
+    removeDir(dataDir);
+  });
+
+  it('enrolls, connects, answers jobs UNIMPLEMENTED, and exits 0 on SIGTERM after closing its session', async () => {
+    const env = { ...process.env, LOAM_AGENT_LOG_LEVEL: 'info' };
+    const started = spawn(loam, agentArgs(hub, dataDir), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = started;
+    let output = '';
+    started.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk;
+    });
+    started.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk;
+    });
+    await pollUntil(() => hub.sessions.length === 1, {
+      timeoutMs: 15_000,
+      what: `a session; output: ${output}`,
+    });
+    const session = hub.sessions[0];
+    assert.equal(session?.peer.subject.CN, 'edge1');
+    assert.equal(session?.peer.subject.O, 'network');
+    assert.ok(session?.hello.facts.kernel);
+
+    hub.dispatch({
+      id: 'j1',
+      type: 'network.apply',
+      object: { kind: 'Network', metadata: { name: 'lab', namespace: 'default' } },
+    });
+    const result = await hub.result('j1');
+    assert.equal(result.code, status.UNIMPLEMENTED);
+    assert.match(result.message, /network agent cannot run network.apply jobs yet/);
+
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1];
+    assert.ok(url, output);
+    assert.equal((await fetch(`${url}/healthz`)).status, 200);
+
+    const exited = once(started, 'exit');
+    started.kill('SIGTERM');
+    const [code, signal] = await exited;
+    assert.equal(signal, null);
+    assert.equal(code, 0, output);
+    assert.equal(session?.endedBy, 'agent');
+    assert.doesNotMatch(output, new RegExp(hub.token.replace('.', '\\.')), 'the token is never logged');
+    assert.doesNotMatch(output, /PRIVATE KEY/);
+  });
+
+  it('exits non-zero in one line when the pin does not match, having sent nothing', async () => {
+    const wrongPin = caPin(createCertificateAuthority('elsewhere').certPem);
+    const args = agentArgs(hub, dataDir);
+    args[args.indexOf('--ca-pin') + 1] = wrongPin;
+    // Asynchronous: the hub double answers in this process.
+    const started = spawn(loam, args, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, LOAM_AGENT_LOG_LEVEL: 'silent' },
+    });
+    child = started;
+    let stderr = '';
+    started.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk;
+    });
+    const [code] = await once(started, 'exit');
+    assert.equal(code, 1);
+    assert.match(stderr, /^loam: refusing 127\.0\.0\.1:\d+: its CA does not match --ca-pin/);
+    assert.equal(stderr.trim().split('\n').length, 1, stderr);
+    assert.equal(hub.enrollments.length, 0);
+  });
+
+  it('exits non-zero with one line naming the setting for a bad pin, server or name', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['--ca-pin', 'sha256:xyz', /--ca-pin: must be 'sha256:' and 64 lower-case hex digits/],
+      ['--server', 'hub.example.com', /--server: must be host:port/],
+      ['--name', 'Edge_1', /--name: must be a lower-case RFC 1123 label/],
+    ];
+    // In parallel: each run pays the CLI's start-up.
+    await Promise.all(
+      cases.map(async ([flag, value, error]) => {
+        const args = agentArgs(hub, dataDir);
+        args[args.indexOf(flag) + 1] = value;
+        const run = spawn(loam, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        run.stderr?.on('data', (chunk: Buffer) => {
+          stderr += chunk;
+        });
+        const [code] = await once(run, 'exit');
+        assert.equal(code, 1, `${flag}: ${stderr}`);
+        assert.match(stderr, /^loam: invalid agent configuration: /);
+        assert.match(stderr, error);
+        assert.equal(stderr.trim().split('\n').length, 1, stderr);
+      }),
+    );
+    assert.equal(hub.enrollments.length, 0);
+  });
+
+  it('lists both roles and their flags in its help', () => {
+    const res = spawnSync(loam, ['agent', 'libvirt', '--help'], { encoding: 'utf8', timeout: 15_000 });
+    assert.equal(res.status, 0);
+    for (const flag of [
+      '--server',
+      '--token',
+      '--ca-pin',
+      '--data-dir',
+      '--name',
+      '--config',
+      '--metrics-address',
+      '--log-level',
+    ]) {
+      assert.match(res.stdout, new RegExp(flag));
+    }
+    assert.match(res.stdout, /LOAM_AGENT_CA_PIN/);
+  });
+});
