@@ -45,6 +45,13 @@ export function openByteStream(
     },
     local,
   );
+  // Once the hub has ended its side and everything it sent is written, the stream is over: a
+  // console whose output does not end with its input would otherwise hold its connection
+  // (libvirt allows one per console) until it next prints.
+  incoming.then(
+    () => local.destroy(),
+    () => {},
+  );
   Promise.all([outgoing, incoming]).then(
     () => log.debug('stream closed'),
     (err: Error) => {

@@ -5,7 +5,9 @@
  *
  * Controllers reach agents through `dispatch` and hear from them through the hub's events
  * (inventory, lifecycle events, connects and disconnects), each tagged with the agent's identity
- * so a controller acts only on what the agent it scheduled a resource to says about it.
+ * so a controller acts only on what the agent it scheduled a resource to says about it. Byte
+ * streams (consoles) come through `openStream`: the agent opens them as OpenStream calls, a
+ * reverse tunnel (streams.ts).
  *
  * The hub keeps each agent's Host or Router in step with its session: Ready=True with the
  * agent's facts on Hello, a Lease renewed on every heartbeat, and Ready=Unknown once the agent
@@ -16,6 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import {
   type handleUnaryCall,
   Server,
@@ -28,7 +31,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { errorCodes, isLoamError, LoamError } from '../../crds/errors.js';
+import { isLoamError, LoamError } from '../../crds/errors.js';
 import { getCondition } from '../../crds/meta.js';
 import {
   AgentServiceService,
@@ -40,6 +43,7 @@ import {
   type Hello,
   type JobResult,
   type LifecycleEvent,
+  OpenStreamRequest,
   RenewCertificateRequest,
   type RenewCertificateResponse,
   type Resource,
@@ -64,12 +68,15 @@ import {
   roleFromProto,
   verifyAgentCertificate,
 } from './identity.js';
+import { grpcStatus, MalformedMessage, tolerant } from './messages.js';
 import { type HubMetrics, hubMetrics } from './metrics.js';
 import { type AgentInformer, type AgentObject, AgentObjects } from './objects.js';
 import { endCall, type JobRequest, Session } from './session.js';
 import { type AgentObservation, nextAgentStatus } from './status.js';
+import { type OpenStreamCall, StreamBroker, type StreamTarget } from './streams.js';
 
 export type { JobRequest } from './session.js';
+export type { StreamTarget } from './streams.js';
 
 export interface HubTunables {
   /** Lifetime of agent client certificates (agents renew at ~80%). */
@@ -81,6 +88,10 @@ export interface HubTunables {
   maxInflightJobsPerAgent: number;
   /** Larger messages fail with RESOURCE_EXHAUSTED. */
   maxMessageBytes: number;
+  /** Byte streams (consoles) opening or open per agent. */
+  maxStreamsPerAgent: number;
+  /** How long an agent has to open a byte stream the hub asked for. */
+  streamOpenTimeoutSeconds: number;
 }
 
 export const defaultHubTunables: HubTunables = {
@@ -90,6 +101,8 @@ export const defaultHubTunables: HubTunables = {
   disconnectGraceSeconds: 40,
   maxInflightJobsPerAgent: 64,
   maxMessageBytes: 4 * 1024 * 1024,
+  maxStreamsPerAgent: 16,
+  streamOpenTimeoutSeconds: 10,
 };
 
 export interface HubOptions {
@@ -133,24 +146,7 @@ interface AgentRecord {
   lastStatusSync: number;
 }
 
-/** A request that failed to decode: the handler refuses it with INVALID_ARGUMENT. */
-class MalformedMessage {
-  constructor(readonly reason: string) {}
-}
-
 type ConnectCall = ServerDuplexStream<ConnectRequest | MalformedMessage, ConnectResponse>;
-
-// grpc-js answers a request its deserializer throws on with INTERNAL; decoding to a marker
-// instead lets the handler answer INVALID_ARGUMENT, which is what it is.
-function tolerant<T>(decode: (input: Uint8Array) => T) {
-  return (buffer: Buffer): T | MalformedMessage => {
-    try {
-      return decode(buffer);
-    } catch (err) {
-      return new MalformedMessage(`malformed message: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  };
-}
 
 const enrollmentService: ServiceDefinition = {
   enroll: { ...EnrollmentServiceService.enroll, requestDeserialize: tolerant(EnrollRequest.decode) },
@@ -162,6 +158,7 @@ const agentService: ServiceDefinition = {
     ...AgentServiceService.renewCertificate,
     requestDeserialize: tolerant(RenewCertificateRequest.decode),
   },
+  openStream: { ...AgentServiceService.openStream, requestDeserialize: tolerant(OpenStreamRequest.decode) },
 };
 
 /** Status refreshes between heartbeats: an unchanged status is rewritten this often at most. */
@@ -169,13 +166,6 @@ const statusRefreshSeconds = 60;
 /** A Connect stream must say Hello within this. */
 const helloTimeoutMs = 30_000;
 const shutdownGraceMs = 5_000;
-
-/** The gRPC status for a failure: a LoamError's own, INTERNAL (without details) for anything else. */
-function grpcStatus(err: unknown): { code: Status; details: string } {
-  return isLoamError(err)
-    ? { code: errorCodes[err.code].grpc, details: err.message }
-    : { code: Status.INTERNAL, details: 'internal error' };
-}
 
 export class Hub extends EventEmitter<HubEvents> {
   /** host:port the hub listens on, with the real port. */
@@ -187,6 +177,7 @@ export class Hub extends EventEmitter<HubEvents> {
   private readonly health = new HealthImplementation({ '': 'SERVING' });
   private readonly server: Server;
   private readonly records = new Map<string, AgentRecord>();
+  private readonly streams: StreamBroker;
   private informers: AgentInformer[] = [];
   private closing = false;
 
@@ -204,11 +195,21 @@ export class Hub extends EventEmitter<HubEvents> {
       'grpc.keepalive_time_ms': 20_000,
       'grpc.keepalive_timeout_ms': 10_000,
     });
+    this.streams = new StreamBroker({
+      maxStreamsPerAgent: this.tunables.maxStreamsPerAgent,
+      openTimeoutMs: this.tunables.streamOpenTimeoutSeconds * 1000,
+      maxMessageBytes: this.tunables.maxMessageBytes,
+      metrics: this.metrics,
+      logger: options.logger,
+      authenticate: (call) => this.authenticate(call),
+      authorize: (identity) => this.authorize(identity),
+      logRefusal: (peer, err, fields) => this.logRefusal('OpenStream', peer, err, fields),
+    });
     this.server.addService(enrollmentService, { enroll: this.unary('Enroll', (call) => this.enroll(call)) });
-    // OpenStream (consoles) is not served yet: grpc-js answers it UNIMPLEMENTED.
     this.server.addService(agentService, {
       connect: (call: ConnectCall) => this.connect(call),
       renewCertificate: this.unary('RenewCertificate', (call) => this.renew(call)),
+      openStream: (call: OpenStreamCall) => this.streams.serve(call),
     });
     this.health.addToServer(this.server);
   }
@@ -241,6 +242,25 @@ export class Hub extends EventEmitter<HubEvents> {
     return session.dispatch(job);
   }
 
+  /**
+   * Opens a byte stream (e.g. the console of an Instance) through the agent: what is written to
+   * the Duplex goes to the agent, what the agent sends comes out of it, and either side ending
+   * ends both. Fails with Unavailable at once when the agent has no session or too many streams,
+   * or when its session ends first, and with DeadlineExceeded when the agent does not open the
+   * stream in time. An open stream is destroyed with Unavailable when its call fails or the
+   * agent's session ends. An agent whose driver does not serve `kind` opens a stream that ends at
+   * once.
+   */
+  openStream(agent: AgentRef, target: StreamTarget): Promise<Duplex> {
+    const session = this.records.get(agentKey(agent))?.session;
+    if (!session) {
+      return Promise.reject(
+        new LoamError('Unavailable', `${agent.role} agent ${agent.name} is not connected`),
+      );
+    }
+    return this.streams.open(session, target);
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     this.health.setStatus('', 'NOT_SERVING');
@@ -248,6 +268,7 @@ export class Hub extends EventEmitter<HubEvents> {
       clearTimeout(record.graceTimer);
       record.session?.close(Status.UNAVAILABLE, 'the hub is shutting down');
     }
+    this.streams.close();
     await Promise.all(this.informers.map((informer) => informer.stop()));
     await Promise.all([...this.records.values()].map((record) => record.writes));
     await new Promise<void>((resolve) => {
@@ -516,7 +537,7 @@ export class Hub extends EventEmitter<HubEvents> {
       maxMessageBytes: this.tunables.maxMessageBytes,
       metrics: this.metrics,
       sentJobs: record.sentJobs,
-      onClosed: (closed) => this.sessionClosed(closed),
+      onClosed: (closed, details) => this.sessionClosed(closed, details),
     });
     record.session = session;
     this.metrics.connected.inc({ role: identity.role });
@@ -568,9 +589,10 @@ export class Hub extends EventEmitter<HubEvents> {
     }
   }
 
-  private sessionClosed(session: Session): void {
+  private sessionClosed(session: Session, details: string): void {
     const { identity } = session;
     this.metrics.connected.dec({ role: identity.role });
+    this.streams.closeSession(session, details);
     const record = this.records.get(agentKey(identity));
     // A session replaced by a newer one leaves the agent connected.
     if (!record || record.session !== session) return;

@@ -6,6 +6,7 @@ export interface HubMetrics {
   connected: Gauge<'role'>;
   jobDuration: Histogram<'kind' | 'result'>;
   jobsInflight: Gauge;
+  streamsOpen: Gauge<'role'>;
 }
 
 export function hubMetrics(registry: Registry): HubMetrics {
@@ -15,8 +16,17 @@ export function hubMetrics(registry: Registry): HubMetrics {
     labelNames: ['role'],
     registers: [registry],
   });
+  const streamsOpen = new Gauge({
+    name: 'loam_agent_streams_open',
+    help: 'Byte streams (consoles) open through agents, by role.',
+    labelNames: ['role'],
+    registers: [registry],
+  });
   // Both roles from the start, so a dashboard shows 0 rather than no series.
-  for (const role of agentRoles) connected.set({ role }, 0);
+  for (const role of agentRoles) {
+    connected.set({ role }, 0);
+    streamsOpen.set({ role }, 0);
+  }
   return {
     connected,
     jobDuration: new Histogram({
@@ -31,5 +41,6 @@ export function hubMetrics(registry: Registry): HubMetrics {
       help: 'Jobs sent to agents and not yet answered.',
       registers: [registry],
     }),
+    streamsOpen,
   };
 }

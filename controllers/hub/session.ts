@@ -37,7 +37,8 @@ export interface SessionOptions {
    * that nobody awaits any more is late, a result for any other id is for a job never sent.
    */
   sentJobs: Set<string>;
-  onClosed(session: Session): void;
+  /** The session ended, with why. */
+  onClosed(session: Session, details: string): void;
 }
 
 /** How many job ids an agent's sentJobs keeps. */
@@ -63,6 +64,10 @@ export class Session {
     private readonly call: ServerDuplexStream<unknown, ConnectResponse>,
     private readonly options: SessionOptions,
   ) {}
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
 
   send(message: ConnectResponse): void {
     if (!this.closed) this.call.write(message);
@@ -135,7 +140,7 @@ export class Session {
       this.settle(id, new LoamError('Unavailable', `session of ${this.identity.name} ended: ${details}`));
     }
     endCall(this.call, code, details);
-    this.options.onClosed(this);
+    this.options.onClosed(this, details);
   }
 
   private settle(id: string, outcome: JobResult | LoamError): void {

@@ -3,7 +3,7 @@
  * says (OK with the job's object as observed state, unless `respond` is replaced), tracks how many
  * jobs run at once, and serves byte streams as an echo.
  */
-import { PassThrough } from 'node:stream';
+import { type Duplex, PassThrough } from 'node:stream';
 import { status } from '@grpc/grpc-js';
 import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome, StreamRequest } from '../driver.js';
 
@@ -27,7 +27,7 @@ export class TestDriver implements Driver {
   /** Set once the runtime started the driver: reports go through it. */
   events: DriverEvents | undefined;
   /** The byte streams the hub asked for, with the local end each was given. */
-  readonly streams: { request: StreamRequest; local: PassThrough }[] = [];
+  readonly streams: { request: StreamRequest; local: Duplex }[] = [];
 
   async facts(): Promise<Record<string, string>> {
     return this.extraFacts;
@@ -54,8 +54,11 @@ export class TestDriver implements Driver {
     }
   }
 
-  openStream(request: StreamRequest): PassThrough {
-    const local = new PassThrough();
+  /** Makes the local end of each stream; an echo unless a test replaces it. */
+  makeStream: () => Duplex = () => new PassThrough();
+
+  openStream(request: StreamRequest): Duplex {
+    const local = this.makeStream();
     this.streams.push({ request, local });
     return local;
   }
