@@ -36,6 +36,8 @@ export class LeaderElector {
   private leading: AbortController | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** The acquire-or-renew attempt under way, if any. */
+  private attempt: Promise<void> = Promise.resolve();
   private lastRenewal = 0;
 
   constructor(private readonly options: LeaderElectionOptions) {
@@ -50,13 +52,21 @@ export class LeaderElector {
 
   start(): void {
     this.stopped = false;
-    void this.tick();
+    this.scheduleTick(0);
+  }
+
+  private scheduleTick(delayMs: number): void {
+    this.timer = setTimeout(() => {
+      this.attempt = this.tick();
+    }, delayMs);
   }
 
   /** Stops campaigning; a leader steps down and releases the Lease so another takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    // A renewal under way would bump the Lease after the release reads it: let it land first.
+    await this.attempt;
     if (!this.leading) return;
     this.stepDown();
     const record = this.observed?.record;
@@ -100,7 +110,7 @@ export class LeaderElector {
       this.stepDown();
     }
     // Jittered like client-go's wait.JitterUntil, so candidates do not move in lockstep.
-    this.timer = setTimeout(() => void this.tick(), this.retryPeriodMs * (1 + Math.random() * 0.2));
+    this.scheduleTick(this.retryPeriodMs * (1 + Math.random() * 0.2));
   }
 
   private stepDown(): void {
