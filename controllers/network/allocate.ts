@@ -101,15 +101,23 @@ export function allocateNetwork(
       'spec.cidr',
       `${spec.cidr} overlaps ${clash} on router ${router.metadata.name}`,
     );
-  const gateway = spec.gateway ?? firstHost(spec.cidr);
-  const dhcpPool = spec.dhcp.enabled ? allocateDhcpPool(network, gateway) : undefined;
+  const addressing = networkAddressing(network);
   const wireguard = allocateWireguardServer(network, router, placed);
   return {
     segment: allocateSegment(network, router, placed),
-    gateway,
-    ...(dhcpPool ? { dhcpPool } : {}),
+    ...addressing,
     ...(wireguard ? { wireguard } : {}),
   };
+}
+
+/** What Instance addresses depend on: the gateway and the DHCP pool, which need no Router. */
+export type NetworkAddressing = Pick<NetworkAllocation, 'gateway' | 'dhcpPool'>;
+
+/** The gateway and DHCP pool of `network`. Throws AllocationError when they do not fit together. */
+export function networkAddressing(network: Network): NetworkAddressing {
+  const gateway = network.spec.gateway ?? firstHost(network.spec.cidr);
+  const dhcpPool = network.spec.dhcp.enabled ? allocateDhcpPool(network, gateway) : undefined;
+  return { gateway, ...(dhcpPool ? { dhcpPool } : {}) };
 }
 
 /** `<prefix> of Network <key>` for the first prefix of a placed Network (its cidr or WireGuard cidr) that `cidr` overlaps. */
@@ -243,16 +251,24 @@ export interface Lease {
   address: string;
 }
 
+/** An address and/or MAC on a Network that another Instance (namespace/name) holds. */
+export interface LeaseReservation {
+  instance: string;
+  address?: string;
+  mac?: string;
+}
+
 /**
  * Static leases for every Instance attached to `network` (same namespace, spec.networks naming
- * it). `reserved` holds addresses allocated elsewhere that must not be handed out again. An
- * Instance whose address or MAC cannot be honoured gets a problem and no lease; the others keep theirs.
+ * it). `reserved` holds addresses allocated elsewhere (bare, or with the Instance and MAC that
+ * hold them) that must not be handed out again. An Instance whose address or MAC cannot be
+ * honoured gets a problem and no lease; the others keep theirs.
  */
 export function allocateLeases(
   network: Network,
-  allocation: NetworkAllocation,
+  allocation: NetworkAddressing,
   instances: readonly Instance[],
-  reserved: Iterable<string> = [],
+  reserved: Iterable<string | LeaseReservation> = [],
 ): { leases: Lease[]; problems: AllocationProblem[] } {
   const { cidr } = network.spec;
   const attached = inCreationOrder(instances).flatMap((instance) => {
@@ -266,7 +282,14 @@ export function allocateLeases(
 
   const book = new AddressBook(cidr);
   book.claim(allocation.gateway, 'the gateway');
-  for (const address of reserved) book.claim(address, 'another allocation');
+  const macs = new Map<string, string>();
+  for (const held of reserved) {
+    if (typeof held === 'string') book.claim(held, 'another allocation');
+    else {
+      if (held.address !== undefined) book.claim(held.address, `Instance ${held.instance}`);
+      if (held.mac !== undefined) macs.set(held.mac, held.instance);
+    }
+  }
   const pool = allocation.dhcpPool;
   const { assigned, problems } = assignAddresses(
     book,
@@ -283,7 +306,6 @@ export function allocateLeases(
     },
   );
 
-  const macs = new Map<string, string>();
   const leases: Lease[] = [];
   const order = (a: (typeof attached)[number]) =>
     a.attachment.mac !== undefined ? 0 : a.recorded?.mac !== undefined ? 1 : 2;
