@@ -5,8 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { request } from 'node:https';
-import * as k8s from '@kubernetes/client-node';
 import type protobuf from 'protobufjs';
 import {
   decodeKubernetesProtobuf,
@@ -15,6 +13,7 @@ import {
 } from '../../controllers/apiserver/protobuf.js';
 import type { ControlPlane } from '../../controllers/up.js';
 import { LoamError } from '../../crds/errors.js';
+import { apiClient } from '../harness/https.js';
 import { kubectl } from '../harness/kubectl.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 
@@ -520,13 +519,10 @@ describe('kubectl sending protobuf to loam up', function () {
   this.timeout(120_000);
   let dir: string;
   let plane: ControlPlane;
-  let kc: k8s.KubeConfig;
 
   before(async () => {
     dir = tempDir('protobuf');
     plane = await startPlane(dir);
-    kc = new k8s.KubeConfig();
-    kc.loadFromFile(plane.kubeconfigPath);
   });
   after(async () => {
     await plane?.stop();
@@ -534,43 +530,12 @@ describe('kubectl sending protobuf to loam up', function () {
   });
 
   /** One request to the API server as the admin, the way a typed Go client sends it. */
-  async function send(
-    method: string,
-    path: string,
-    body?: Buffer,
-  ): Promise<{ code: number; contentType: string; json: Record<string, unknown> }> {
-    const options: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-    await kc.applyToHTTPSOptions(options);
-    return new Promise((resolve, reject) => {
-      const req = request(
-        `${plane.apiServer.url}${path}`,
-        {
-          method,
-          ...options,
-          timeout: 10_000,
-          headers: {
-            accept: `${protobufContentType}, application/json`,
-            // Node frames a DELETE body only with an explicit length.
-            ...(body ? { 'content-type': protobufContentType, 'content-length': body.length } : {}),
-          },
-        },
-        (res) => {
-          let text = '';
-          res.on('data', (chunk: Buffer) => {
-            text += chunk.toString();
-          });
-          res.on('end', () =>
-            resolve({
-              code: res.statusCode ?? 0,
-              contentType: res.headers['content-type'] ?? '',
-              json: JSON.parse(text) as Record<string, unknown>,
-            }),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
+  async function send(method: string, path: string, body?: Buffer) {
+    const res = await apiClient(plane.kubeconfigPath)(method, path, body, {
+      accept: `${protobufContentType}, application/json`,
+      ...(body ? { 'content-type': protobufContentType } : {}),
     });
+    return { code: res.code, contentType: String(res.headers['content-type'] ?? ''), json: res.json ?? {} };
   }
 
   for (const version of ['1.33', '1.27']) {
