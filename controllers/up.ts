@@ -10,9 +10,8 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { type DestinationStream, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { servedKindFor, servedKinds } from '../crds/builtin.js';
+import { namespaceKind, servedKinds } from '../crds/builtin.js';
 import { isLoamError } from '../crds/errors.js';
-import type { KindInfo } from '../crds/kind.js';
 import { adminGroup } from './apiserver/auth.js';
 import { NamespaceLifecycle } from './apiserver/namespace-lifecycle.js';
 import { Resources } from './apiserver/resources.js';
@@ -21,7 +20,6 @@ import { Hub, type HubTunables } from './hub/hub.js';
 import { loadServingPki } from './pki/files.js';
 import { issueKubeconfig } from './pki/kubeconfig.js';
 import { openStore, startCompactor } from './storage/index.js';
-import type { Store } from './storage/store.js';
 
 export interface UpOptions {
   dataDir: string;
@@ -54,12 +52,13 @@ export interface ControlPlane {
 /** Namespaces that exist from the start, as on any Kubernetes cluster. */
 const initialNamespaces = ['default', 'kube-system'];
 
-async function ensureNamespaces(store: Store): Promise<void> {
-  const resources = new Resources(store);
-  const kind = servedKindFor('', 'namespaces') as KindInfo;
+async function ensureNamespaces(resources: Resources): Promise<void> {
   for (const name of initialNamespaces) {
     try {
-      await resources.create({ type: 'resource', kind, verb: 'create' }, { metadata: { name } });
+      await resources.create(
+        { type: 'resource', kind: namespaceKind, verb: 'create' },
+        { metadata: { name } },
+      );
     } catch (err) {
       if (!isLoamError(err, 'AlreadyExists')) throw err;
     }
@@ -92,8 +91,9 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const compactor = startCompactor(store, { onError: (err) => logger.warn({ err }, 'compaction failed') });
-  await ensureNamespaces(store);
-  const namespaces = await NamespaceLifecycle.start(store, new Resources(store), servedKinds, logger);
+  const resources = new Resources(store);
+  await ensureNamespaces(resources);
+  const namespaces = await NamespaceLifecycle.start(store, resources, servedKinds, logger);
   const pki = loadServingPki(options.dataDir, options.tlsSans);
   const apiServer = await ApiServer.start({
     store,
