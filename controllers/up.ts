@@ -1,13 +1,19 @@
 /**
  * `loam up`: the whole control plane on one machine — the embedded store (or etcd), periodic
- * compaction, the PKI, the Kubernetes-compatible API server and the agent hub — plus an admin
- * kubeconfig.
+ * compaction, the PKI, the Kubernetes-compatible API server, the agent hub and the controllers —
+ * plus an admin kubeconfig.
+ *
+ * On etcd several control planes may share the store (each with a copy of the first one's
+ * <data-dir>/pki): every one serves the API, and the one holding the Lease
+ * kube-system/loam-controllers runs the hub and the controllers; agents given every hub's address
+ * find the leader's. On SQLite the store admits one process, so there is nothing to elect.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import { type DestinationStream, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { namespaceKind, servedKinds } from '../crds/builtin.js';
@@ -17,8 +23,10 @@ import { NamespaceLifecycle } from './apiserver/namespace-lifecycle.js';
 import { Resources } from './apiserver/resources.js';
 import { ApiServer } from './apiserver/server.js';
 import { Hub, type HubTunables } from './hub/hub.js';
+import { type ControllerManager, startControllers } from './manager.js';
 import { loadServingPki } from './pki/files.js';
 import { issueKubeconfig } from './pki/kubeconfig.js';
+import { LeaderElector } from './runtime/leader-election.js';
 import { openStore, startCompactor } from './storage/index.js';
 
 export interface UpOptions {
@@ -38,16 +46,30 @@ export interface UpOptions {
   hub?: Partial<HubTunables>;
   /** Where logs go; stdout by default (tests read them). */
   logDestination?: DestinationStream;
+  /** Run the controllers (default true; hub tests drive jobs by hand). */
+  controllers?: boolean;
+  /** How long the hub waits for an agent's answer to one job. */
+  jobDeadlineMs?: number;
+  /** Leader election timing on etcd (tests shorten it); client-go's defaults otherwise. */
+  leaderElection?: { leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
 }
 
 export interface ControlPlane {
   apiServer: ApiServer;
   kubeconfigPath: string;
-  hub: Hub;
+  /** The agent hub; throws while this control plane is on standby (not the leader). */
+  readonly hub: Hub;
+  /** The controllers' view of the agents; undefined while on standby or without controllers. */
+  readonly controllers: ControllerManager | undefined;
   /** host:port agents dial (also in <dataDir>/agent-address, where `loam token create` reads it). */
   agentAddress: string;
+  /** Resolves once this control plane runs the hub and the controllers. */
+  leading: Promise<void>;
   stop(): Promise<void>;
 }
+
+/** The Lease the control planes sharing an etcd elect their leader with. */
+export const leaderLease = { namespace: 'kube-system', name: 'loam-controllers' };
 
 /** Namespaces that exist from the start, as on any Kubernetes cluster. */
 const initialNamespaces = ['default', 'kube-system'];
@@ -117,35 +139,103 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     await apiServer.close();
     await store.close();
   };
-  let hub: Hub;
-  try {
-    hub = await Hub.start({
-      host: options.agentHost,
-      port: options.agentPort,
-      ca: pki.ca,
-      // The API server's certificate: the same SANs (loopback, this host, --tls-san) fit the hub.
-      certPem: pki.certPem,
-      keyPem: pki.keyPem,
-      kubeConfig,
-      logger: logger.child({ component: 'hub' }),
-      registry,
-      ...(options.hub ? { tunables: options.hub } : {}),
+  const hubOptions = {
+    host: options.agentHost,
+    port: options.agentPort,
+    ca: pki.ca,
+    // The API server's certificate: the same SANs (loopback, this host, --tls-san) fit the hub.
+    certPem: pki.certPem,
+    keyPem: pki.keyPem,
+    kubeConfig,
+    logger: logger.child({ component: 'hub' }),
+    registry,
+    ...(options.hub ? { tunables: options.hub } : {}),
+  };
+  let running: { hub: Hub; controllers?: ControllerManager } | undefined;
+  /** The hub and the controllers, started in that order and stopped in reverse. */
+  const lead = async () => {
+    const hub = await Hub.start(hubOptions);
+    try {
+      running = { hub };
+      if (options.controllers !== false) {
+        running.controllers = await startControllers({
+          kubeConfig,
+          hub,
+          logger,
+          registry,
+          ...(options.jobDeadlineMs !== undefined ? { jobDeadlineMs: options.jobDeadlineMs } : {}),
+        });
+      }
+    } catch (err) {
+      running = undefined;
+      await hub.close();
+      throw err;
+    }
+    return hub;
+  };
+  const stepDown = async () => {
+    const current = running;
+    running = undefined;
+    await current?.controllers?.stop();
+    await current?.hub.close();
+  };
+
+  let agentAddress: string;
+  let elector: LeaderElector | undefined;
+  let leading: Promise<void>;
+  if (store.backend === 'sqlite') {
+    try {
+      const hub = await lead();
+      agentAddress = advertisedAgentAddress(hub.address, options);
+    } catch (err) {
+      // E.g. the agent port is taken: leave nothing running behind.
+      await stopApi();
+      throw err;
+    }
+    leading = Promise.resolve();
+  } else {
+    // Agents must find the hub at the same address whichever control plane leads: no port 0 here.
+    agentAddress = advertisedAgentAddress(`${options.agentHost}:${options.agentPort}`, options);
+    let becameLeader!: () => void;
+    leading = new Promise((resolve) => {
+      becameLeader = resolve;
     });
-  } catch (err) {
-    // E.g. the agent port is taken: leave nothing running behind.
-    await stopApi();
-    throw err;
+    const candidate: LeaderElector = new LeaderElector({
+      api: kubeConfig.makeApiClient(CoordinationV1Api),
+      ...leaderLease,
+      identity: `${hostname()}_${process.pid}_${randomUUID().slice(0, 8)}`,
+      ...options.leaderElection,
+      logger,
+      onStartedLeading: (signal) => {
+        const started = lead().then(becameLeader, async (err: unknown) => {
+          // E.g. the old leader's hub still holds the port: give the Lease up and campaign again.
+          logger.error({ err }, 'could not start the hub and the controllers');
+          await candidate.stop();
+          candidate.start();
+        });
+        signal.addEventListener('abort', () => void started.then(stepDown), { once: true });
+      },
+    });
+    elector = candidate;
+    candidate.start();
   }
-  const agentAddress = advertisedAgentAddress(hub.address, options);
   writeFileSync(join(options.dataDir, agentAddressFile), `${agentAddress}\n`);
   logger.info({ url: apiServer.url, agentAddress, store: store.backend }, 'control plane up');
   return {
     apiServer,
     kubeconfigPath,
-    hub,
+    get hub() {
+      if (!running) throw new Error('this control plane is on standby: another one leads');
+      return running.hub;
+    },
+    get controllers() {
+      return running?.controllers;
+    },
     agentAddress,
+    leading,
     async stop() {
-      await hub.close();
+      await elector?.stop();
+      await stepDown();
       await stopApi();
     },
   };

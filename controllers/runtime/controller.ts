@@ -11,6 +11,19 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { KindInfo } from '../../crds/kind.js';
 import { WorkQueue } from './workqueue.js';
 
+/** What the runtime needs of an object, satisfied by client-node's objects and by crds/ types alike. */
+export interface ApiObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    finalizers?: string[];
+  };
+}
+
 export interface ReconcileResult {
   /** Look at this key again after this long even if nothing changes (polling). */
   requeueAfterMs?: number;
@@ -84,7 +97,7 @@ function controllerMetrics(registry: Registry): ControllerMetrics {
 }
 
 /** `namespace/name`, or `name` for a cluster-scoped object: the key of a work item. */
-export function objectKey(obj: k8s.KubernetesObject): string {
+export function objectKey(obj: ApiObject): string {
   const { namespace, name } = obj.metadata ?? {};
   return namespace ? `${namespace}/${name}` : (name ?? '');
 }

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createServer } from 'node:tls';
 import { fetchPinnedCa } from '../../agents/runtime/enroll.js';
+import type { TestDriver } from '../../agents/runtime/testing/driver.js';
 import {
   caPin,
   createCertificateAuthority,
@@ -40,7 +41,7 @@ describe('agent enrollment', () => {
     removeDir(dataDir);
   });
 
-  function start(...args: Parameters<typeof startAgent>): TestAgent {
+  function start(...args: Parameters<typeof startAgent<TestDriver>>): TestAgent {
     const running = startAgent(...args);
     agents.push(running);
     return running;

@@ -21,6 +21,7 @@ import {
 import { pino } from 'pino';
 import { Agent, type AgentOptions } from '../../agents/runtime/agent.js';
 import type { AgentConfig } from '../../agents/runtime/config.js';
+import type { Driver } from '../../agents/runtime/driver.js';
 import { TestDriver } from '../../agents/runtime/testing/driver.js';
 import {
   type CertificateAuthority,
@@ -322,9 +323,9 @@ export class AgentHubDouble {
 }
 
 /** A running agent with a test driver, for tests against the double. */
-export interface TestAgent {
+export interface TestAgent<D extends Driver = TestDriver> {
   agent: Agent;
-  driver: TestDriver;
+  driver: D;
   config: AgentConfig;
   /** run()'s promise, settled when the agent stops or fails. */
   done: Promise<void>;
@@ -360,11 +361,11 @@ export function testConfig(
 
 export const testLogger = pino({ level: process.env.LOAM_TEST_LOG ?? 'silent' });
 
-export function startAgent(
+export function startAgent<D extends Driver = TestDriver>(
   config: AgentConfig,
-  options: { driver?: TestDriver } & Partial<Omit<AgentOptions, 'config' | 'driver'>> = {},
-): TestAgent {
-  const driver = options.driver ?? new TestDriver();
+  options: { driver?: D } & Partial<Omit<AgentOptions, 'config' | 'driver'>> = {},
+): TestAgent<D> {
+  const driver = options.driver ?? (new TestDriver() as Driver as D);
   const agent = new Agent({ logger: testLogger, version: '0.0.0-test', ...options, config, driver });
   const done = agent.run();
   // Tests that expect a failure await `done` themselves; this only keeps it from going unhandled.

@@ -3,13 +3,15 @@ import { createServer } from 'node:net';
 
 export async function pollUntil(
   condition: () => boolean | Promise<boolean>,
-  options: { timeoutMs: number; intervalMs?: number; what: string },
+  options: { timeoutMs: number; intervalMs?: number; what: string | (() => string) },
 ): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     if (await condition()) return;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+    if (Date.now() > deadline) {
+      const what = typeof options.what === 'string' ? options.what : options.what();
+      throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${what}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 50));
   }
 }

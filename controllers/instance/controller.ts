@@ -1,0 +1,233 @@
+/**
+ * The Instance controller's shell: it gathers what reconcileInstance needs from the informers and
+ * the agents' reports, and carries out the result (finalizer, status, jobs, Events). Instances are
+ * queued again when something they depend on changes: their Host or its agent, a Network of their
+ * namespace, a report or job result on them, and (for those waiting for room or an address) the
+ * deletion of another Instance or any change of Hosts.
+ *
+ * Scheduling and address allocation decide on every Instance at once, so reconciles that may
+ * allocate run one at a time and read this process's own writes through an assume cache; the
+ * status write carries the resourceVersion the decision was made on, so a decision on stale data
+ * (another control plane's write, say) fails with 409 and is made again.
+ */
+import type { Informer, KubernetesObject, ObjectCache } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
+import type { AgentState, ObjectRef } from '../runtime/agent-state.js';
+import { AssumedObjects } from '../runtime/assumed.js';
+import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
+import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
+import {
+  type InstanceJob,
+  type InstanceJobType,
+  instanceFinalizer,
+  type ObservedInstance,
+  reconcileInstance,
+} from './reconcile.js';
+
+export type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+
+export interface InstanceControllerOptions {
+  instances: Cache<KubernetesObject>;
+  hosts: Cache<KubernetesObject>;
+  networks: Cache<KubernetesObject>;
+  agents: AgentState;
+  writer: ObjectWriter;
+  events: EventRecorder;
+  logger: Logger;
+  registry: Registry;
+  workers?: number;
+  /** How long the hub waits for an agent's answer to one job. */
+  jobDeadlineMs?: number;
+}
+
+/** Time for an agent to define and start a domain (image downloads included) before the job is retried. */
+const defaultJobDeadlineMs = 10 * 60_000;
+
+function instanceRef(namespace: string, name: string): ObjectRef {
+  return { kind: instanceKind.kind, namespace, name };
+}
+
+/** Reconciles that may schedule or allocate: no Host yet, or an attachment without an address. */
+function allocates(instance: Instance): boolean {
+  const status = instance.status;
+  return (
+    status?.host === undefined ||
+    (instance.spec.networks ?? []).some(
+      (attachment) => !status.interfaces?.some((i) => i.network === attachment.name && i.ipAddress),
+    )
+  );
+}
+
+/** An agent report, checked for the shape reconcileInstance relies on. */
+function asObservedInstance(observed: unknown): ObservedInstance | undefined {
+  const value = observed as Partial<ObservedInstance> | undefined;
+  const states = ['running', 'stopped', 'crashed', 'absent'];
+  return value && typeof value.state === 'string' && states.includes(value.state)
+    ? (value as ObservedInstance)
+    : undefined;
+}
+
+export class InstanceController {
+  private readonly controller: Controller;
+  private readonly instances: AssumedObjects<Instance>;
+  /** The allocating reconcile under way; the next one waits for it. */
+  private allocation: Promise<unknown> = Promise.resolve();
+  private readonly jobDeadlineMs: number;
+
+  constructor(private readonly options: InstanceControllerOptions) {
+    this.jobDeadlineMs = options.jobDeadlineMs ?? defaultJobDeadlineMs;
+    this.instances = new AssumedObjects<Instance>({
+      get: (name, namespace) => options.instances.get(name, namespace) as Instance | undefined,
+    });
+    this.controller = new Controller({
+      name: 'instance',
+      reconcile: (key, logger) => this.reconcile(key, logger),
+      workers: options.workers ?? 4,
+      logger: options.logger,
+      registry: options.registry,
+    });
+    this.watch();
+  }
+
+  start(): void {
+    this.controller.start();
+  }
+
+  enqueue(object: ApiObject): void {
+    this.controller.queue.add(objectKey(object));
+  }
+
+  stop(): Promise<void> {
+    return this.controller.stop();
+  }
+
+  private watch(): void {
+    const queue = this.controller.queue;
+    const { instances, hosts, networks, agents } = this.options;
+    const all = () => instances.list() as Instance[];
+    const enqueue = (instance: Instance) => queue.add(objectKey(instance));
+    const waiting = (instance: Instance) => allocates(instance);
+
+    instances.on('add', (obj) => queue.add(objectKey(obj)));
+    instances.on('update', (obj) => queue.add(objectKey(obj)));
+    instances.on('delete', (obj) => {
+      queue.add(objectKey(obj));
+      // Its cpus, memory and addresses are free again.
+      for (const instance of all()) if (waiting(instance)) enqueue(instance);
+    });
+    const onHost = (obj: KubernetesObject) => {
+      for (const instance of all()) {
+        if (instance.status?.host === obj.metadata?.name || waiting(instance)) enqueue(instance);
+      }
+    };
+    for (const event of ['add', 'update', 'delete'] as const) hosts.on(event, onHost);
+    const onNetwork = (obj: KubernetesObject) => {
+      const network = obj as Network;
+      for (const instance of instances.list(network.metadata.namespace) as Instance[]) {
+        if (instance.spec.networks?.some((n) => n.name === network.metadata.name)) enqueue(instance);
+      }
+    };
+    for (const event of ['add', 'update', 'delete'] as const) networks.on(event, onNetwork);
+    agents.on('change', (ref, failed) => {
+      if (ref.kind !== instanceKind.kind) return;
+      const key = `${ref.namespace}/${ref.name}`;
+      if (failed) queue.addRateLimited(key);
+      else queue.add(key);
+    });
+    agents.on('agent', (agent) => {
+      if (agent.role !== 'libvirt') return;
+      for (const instance of all()) if (instance.status?.host === agent.name) enqueue(instance);
+    });
+  }
+
+  private reconcile(key: string, logger: Logger): Promise<undefined> {
+    const [namespace = '', name = ''] = key.split('/');
+    const instance = this.instances.get(name, namespace);
+    if (!instance) {
+      this.options.agents.clear(instanceRef(namespace, name));
+      return Promise.resolve(undefined);
+    }
+    if (!allocates(instance)) return this.reconcileInstance(instance, logger);
+    const run = this.allocation.then(() =>
+      this.reconcileInstance(this.instances.get(name, namespace), logger),
+    );
+    this.allocation = run.catch(() => {});
+    return run;
+  }
+
+  private async reconcileInstance(instance: Instance | undefined, logger: Logger): Promise<undefined> {
+    if (!instance) return undefined;
+    const { agents, writer, events } = this.options;
+    const namespace = instance.metadata.namespace ?? '';
+    const name = instance.metadata.name ?? '';
+    const ref = instanceRef(namespace, name);
+    const uid = instance.metadata.uid ?? '';
+    const host = instance.status?.host;
+    const rejection = agents.takeRejection(ref);
+    const inFlight = agents
+      .jobsInFlight(ref)
+      .filter((job) => job.object.metadata.uid === uid)
+      .map((job) => ({ agent: job.agent, job: { type: job.type, object: job.object } }) as InstanceJob);
+    const result = reconcileInstance({
+      instance,
+      hosts: this.options.hosts.list() as Host[],
+      networks: this.options.networks.list(namespace) as Network[],
+      instances: this.instances.overlay(this.options.instances.list() as Instance[]),
+      ...observedOn(agents, ref, uid, host),
+      connectedAgents: agents.connected('libvirt'),
+      inFlight,
+      ...(rejection && rejection.uid === uid ? { rejection } : {}),
+      now: new Date(),
+    });
+
+    const finalizers = instance.metadata.finalizers ?? [];
+    if (result.finalizer === 'remove') {
+      await writer.replaceFinalizers(
+        instanceKind,
+        instance,
+        finalizers.filter((f) => f !== instanceFinalizer),
+      );
+      agents.clear(ref);
+      for (const event of result.events) events.record(instance, event);
+      logger.info('cleanup done; finalizer removed');
+      return undefined;
+    }
+    let current = instance;
+    if (result.finalizer === 'add') {
+      current = await writer.replaceFinalizers(instanceKind, current, [...finalizers, instanceFinalizer]);
+      this.instances.assume(current);
+    }
+    if (result.status) {
+      current = await writer.replaceStatus(instanceKind, current, result.status);
+      this.instances.assume(current);
+    }
+    for (const { agent, job } of result.jobs) {
+      logger.debug({ job: job.type, host: agent.name }, 'dispatching');
+      agents.dispatch(
+        { agent, type: job.type satisfies InstanceJobType, object: job.object },
+        this.jobDeadlineMs,
+      );
+    }
+    for (const event of result.events) events.record(current, event);
+    return undefined;
+  }
+}
+
+/** What the agent of `host` reported of the Instance with `uid`, in reconcileInstance's terms. */
+function observedOn(
+  agents: AgentState,
+  ref: ObjectRef,
+  uid: string,
+  host: string | undefined,
+): { observed?: ObservedInstance } {
+  if (host === undefined) return {};
+  const agent = { role: 'libvirt' as const, name: host };
+  const observation = agents.observation(ref, agent);
+  // A report on an earlier Instance of the same name is about a domain this one does not own.
+  const mine = observation && (observation.uid === '' || observation.uid === uid);
+  const observed = mine ? asObservedInstance(observation.observed) : undefined;
+  if (observed) return { observed };
+  return agents.hasReported(agent) ? { observed: { state: 'absent' } } : {};
+}

@@ -1,0 +1,71 @@
+/**
+ * The controllers of one control plane, started together over shared informers and the hub's
+ * agent reports, and stopped together (when `loam up` stops or loses leadership).
+ */
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { KindInfo } from '../crds/kind.js';
+import { hostKind, instanceKind, networkKind } from '../crds/v1alpha1/index.js';
+import type { Hub } from './hub/hub.js';
+import { type Cache, InstanceController } from './instance/controller.js';
+import { AgentState } from './runtime/agent-state.js';
+import { startInformer } from './runtime/controller.js';
+import { EventRecorder, ObjectWriter } from './runtime/writes.js';
+
+export interface ControllerManagerOptions {
+  kubeConfig: KubeConfig;
+  hub: Hub;
+  logger: Logger;
+  registry: Registry;
+  /** How long the hub waits for an agent's answer to one job (tests shorten it). */
+  jobDeadlineMs?: number;
+}
+
+export interface ControllerManager {
+  agents: AgentState;
+  stop(): Promise<void>;
+}
+
+export async function startControllers(options: ControllerManagerOptions): Promise<ControllerManager> {
+  const { kubeConfig, hub, registry } = options;
+  const logger = options.logger.child({ component: 'controllers' });
+  const abort = new AbortController();
+  const informer = (kind: KindInfo): Promise<Cache<KubernetesObject>> =>
+    startInformer(kubeConfig, kind, { logger, signal: abort.signal });
+  try {
+    const agents = new AgentState(hub, logger);
+    const [instances, hosts, networks] = await Promise.all([
+      informer(instanceKind),
+      informer(hostKind),
+      informer(networkKind),
+    ]);
+    const writer = new ObjectWriter(kubeConfig);
+    const instanceController = new InstanceController({
+      instances,
+      hosts,
+      networks,
+      agents,
+      writer,
+      events: new EventRecorder(kubeConfig, 'loam-instance-controller', logger),
+      logger,
+      registry,
+      ...(options.jobDeadlineMs !== undefined ? { jobDeadlineMs: options.jobDeadlineMs } : {}),
+    });
+    const controllers = [instanceController];
+    for (const controller of controllers) controller.start();
+    // Everything cached is queued by the informers' initial adds; nothing is missed.
+    for (const instance of instances.list()) instanceController.enqueue(instance);
+    logger.info('controllers started');
+    return {
+      agents,
+      async stop() {
+        abort.abort();
+        await Promise.all(controllers.map((controller) => controller.stop()));
+      },
+    };
+  } catch (err) {
+    abort.abort();
+    throw err;
+  }
+}

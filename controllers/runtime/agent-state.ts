@@ -1,0 +1,240 @@
+/**
+ * What the controllers know of the agents, through the hub: which agents have a session, what
+ * each last reported of the objects it runs (its inventory at every connect, inventory changes,
+ * job results), the jobs in flight per object, and the jobs an agent refused for good. Reconciles
+ * read it; controllers subscribe to `change` to queue the objects a report concerns. It lives in
+ * memory only: after a restart every agent's Hello reports its whole inventory again.
+ */
+import { EventEmitter } from 'node:events';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { isLoamError } from '../../crds/errors.js';
+import type { ResourceRef } from '../../proto/gen/loam/agent/v1/agent.js';
+import type { Hub } from '../hub/hub.js';
+import { type AgentRef, agentKey } from '../hub/identity.js';
+import type { AgentRole } from '../pki/certificates.js';
+
+/** kind/namespace/name of an API object ("Instance/default/web"); namespace empty when cluster-scoped. */
+export type ObjectKey = string;
+
+export interface ObjectRef {
+  kind: string;
+  namespace: string;
+  name: string;
+}
+
+export function refKey(ref: ObjectRef): ObjectKey {
+  return `${ref.kind}/${ref.namespace}/${ref.name}`;
+}
+
+/** One agent's latest report on one object. */
+export interface Observation {
+  agent: AgentRef;
+  /** The uid of the object the agent acted for; empty when it did not say. */
+  uid: string;
+  /** The agent's observed state (JSON); undefined when it reported none. */
+  observed: unknown;
+}
+
+/** A job sent for an object and not answered yet. */
+export interface InFlightJob {
+  agent: AgentRef;
+  type: string;
+  object: { kind: string; metadata: { name: string; namespace?: string; uid?: string; generation?: number } };
+}
+
+/** A job the agent refused for good (INVALID_ARGUMENT, FAILED_PRECONDITION): retrying cannot help. */
+export interface Rejection {
+  uid: string;
+  generation: number;
+  message: string;
+}
+
+export interface AgentStateEvents {
+  /** Something about the object changed; `failed` when a job for it failed in a way worth retrying. */
+  change: [ref: ObjectRef, failed: boolean];
+  /** An agent connected or disconnected. */
+  agent: [agent: AgentRef, connected: boolean];
+}
+
+const permanentCodes = new Set<number>([grpcStatus.INVALID_ARGUMENT, grpcStatus.FAILED_PRECONDITION]);
+
+function parseObserved(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function resourceKey(ref: ResourceRef): ObjectKey {
+  return refKey({ kind: ref.kind, namespace: ref.namespace, name: ref.name });
+}
+
+/** An observation that records a finished deletion; it outlives the inventory entry's removal. */
+function recordsDeletion(observation: Observation | undefined): boolean {
+  return (observation?.observed as { deleted?: unknown } | undefined)?.deleted === true;
+}
+
+export class AgentState extends EventEmitter<AgentStateEvents> {
+  private readonly connectedAgents: Record<AgentRole, Set<string>> = {
+    libvirt: new Set(),
+    network: new Set(),
+  };
+  /** Agents that said Hello since this process started: their inventory is known in full. */
+  private readonly reported = new Set<string>();
+  /** Per object, per agent key. */
+  private readonly observations = new Map<ObjectKey, Map<string, Observation>>();
+  private readonly inFlight = new Map<ObjectKey, Set<InFlightJob>>();
+  private readonly rejections = new Map<ObjectKey, Rejection>();
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly logger: Logger,
+  ) {
+    super();
+    hub.on('connected', ({ agent, inventory }) => {
+      this.connectedAgents[agent.role].add(agent.name);
+      this.reported.add(agentKey(agent));
+      const present = new Set(inventory.map((resource) => resourceKey(resource.ref ?? emptyRef)));
+      for (const [key, byAgent] of this.observations) {
+        if (!present.has(key) && byAgent.has(agentKey(agent))) this.forget(key, agent);
+      }
+      for (const resource of inventory) this.record(resource.ref ?? emptyRef, agent, resource.observedJson);
+      this.emit('agent', agent, true);
+    });
+    hub.on('inventory', ({ agent, upserted, removed }) => {
+      for (const resource of upserted) this.record(resource.ref ?? emptyRef, agent, resource.observedJson);
+      for (const ref of removed) this.forget(resourceKey(ref), agent);
+    });
+    hub.on('lifecycle', ({ event }) => {
+      if (event.resource) this.emitChange(resourceKey(event.resource), false);
+    });
+    hub.on('disconnected', ({ agent }) => {
+      this.connectedAgents[agent.role].delete(agent.name);
+      this.emit('agent', agent, false);
+    });
+  }
+
+  /** Names of the agents of `role` that have a session now. */
+  connected(role: AgentRole): ReadonlySet<string> {
+    return this.connectedAgents[role];
+  }
+
+  /** Whether `agent` said Hello since this process started, so a missing observation means absent. */
+  hasReported(agent: AgentRef): boolean {
+    return this.reported.has(agentKey(agent));
+  }
+
+  /** What `agent` last reported of the object. */
+  observation(ref: ObjectRef, agent: AgentRef): Observation | undefined {
+    return this.observations.get(refKey(ref))?.get(agentKey(agent));
+  }
+
+  /** Every agent's latest report on the object. */
+  observationsOf(ref: ObjectRef): Observation[] {
+    return [...(this.observations.get(refKey(ref))?.values() ?? [])];
+  }
+
+  jobsInFlight(ref: ObjectRef): InFlightJob[] {
+    return [...(this.inFlight.get(refKey(ref)) ?? [])];
+  }
+
+  /** The latest refusal of a job for the object, handed out once. */
+  takeRejection(ref: ObjectRef): Rejection | undefined {
+    const key = refKey(ref);
+    const rejection = this.rejections.get(key);
+    this.rejections.delete(key);
+    return rejection;
+  }
+
+  /** Forgets every report on an object that is gone from the API. */
+  clear(ref: ObjectRef): void {
+    const key = refKey(ref);
+    this.observations.delete(key);
+    this.rejections.delete(key);
+  }
+
+  /**
+   * Sends the job without waiting for it: its result updates the observations and emits
+   * `change` for the object, so the controller reconciles it again.
+   */
+  dispatch(job: InFlightJob, deadlineMs: number): void {
+    const ref: ObjectRef = {
+      kind: job.object.kind,
+      namespace: job.object.metadata.namespace ?? '',
+      name: job.object.metadata.name,
+    };
+    const key = refKey(ref);
+    const jobs = this.inFlight.get(key) ?? new Set();
+    jobs.add(job);
+    this.inFlight.set(key, jobs);
+    const log = this.logger.child({ agent: agentKey(job.agent), job: job.type, object: key });
+    const settle = (failed: boolean) => {
+      jobs.delete(job);
+      if (jobs.size === 0 && this.inFlight.get(key) === jobs) this.inFlight.delete(key);
+      this.emitChange(key, failed);
+    };
+    this.hub
+      .dispatch(job.agent, {
+        type: job.type,
+        object: job.object,
+        deadline: new Date(Date.now() + deadlineMs),
+      })
+      .then(
+        (result) => {
+          if (result.code === grpcStatus.OK) {
+            this.store(key, {
+              agent: job.agent,
+              uid: job.object.metadata.uid ?? '',
+              observed: parseObserved(result.observedJson),
+            });
+            settle(false);
+          } else if (permanentCodes.has(result.code)) {
+            log.warn({ code: result.code, message: result.message }, 'agent refused the job');
+            this.rejections.set(key, {
+              uid: job.object.metadata.uid ?? '',
+              generation: job.object.metadata.generation ?? 0,
+              message: result.message,
+            });
+            settle(false);
+          } else {
+            log.warn({ code: result.code, message: result.message }, 'job failed; will retry');
+            settle(true);
+          }
+        },
+        (err: unknown) => {
+          log.warn({ err: isLoamError(err) ? err.message : err }, 'job not delivered; will retry');
+          settle(true);
+        },
+      );
+  }
+
+  private record(ref: ResourceRef, agent: AgentRef, observedJson: Uint8Array): void {
+    this.store(resourceKey(ref), { agent, uid: ref.uid, observed: parseObserved(observedJson) });
+  }
+
+  private store(key: ObjectKey, observation: Observation): void {
+    const byAgent = this.observations.get(key) ?? new Map<string, Observation>();
+    byAgent.set(agentKey(observation.agent), observation);
+    this.observations.set(key, byAgent);
+    this.emitChange(key, false);
+  }
+
+  /** The agent no longer runs the object; a report that it deleted it is kept as the answer. */
+  private forget(key: ObjectKey, agent: AgentRef): void {
+    const byAgent = this.observations.get(key);
+    if (!byAgent || recordsDeletion(byAgent.get(agentKey(agent)))) return;
+    byAgent.delete(agentKey(agent));
+    if (byAgent.size === 0) this.observations.delete(key);
+    this.emitChange(key, false);
+  }
+
+  private emitChange(key: ObjectKey, failed: boolean): void {
+    const [kind = '', namespace = '', ...name] = key.split('/');
+    this.emit('change', { kind, namespace, name: name.join('/') }, failed);
+  }
+}
+
+const emptyRef: ResourceRef = { kind: '', namespace: '', name: '', uid: '' };

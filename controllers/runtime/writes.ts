@@ -1,0 +1,97 @@
+/**
+ * The writes every controller makes, through the Kubernetes API (so they work against Loam's API
+ * server and a cluster alike): status through the status subresource, finalizers by a merge
+ * patch, both with the resourceVersion the decision was based on, so a decision made on a stale
+ * cache fails with 409 and is made again instead of overwriting newer state; and Events.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { KindInfo } from '../../crds/kind.js';
+import type { ApiObject } from './controller.js';
+
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+export class ObjectWriter {
+  private readonly custom: CustomObjectsApi;
+
+  constructor(kubeConfig: KubeConfig) {
+    this.custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  }
+
+  /** Writes `status` for `object` as read; returns the stored object. */
+  async replaceStatus<T extends ApiObject>(kind: KindInfo, object: T, status: unknown): Promise<T> {
+    const body = { ...object, status };
+    const { namespace = '', name = '' } = object.metadata ?? {};
+    const target = { group: kind.group, version: kind.version, plural: kind.plural, name, body };
+    return (await (kind.scope === 'Namespaced'
+      ? this.custom.replaceNamespacedCustomObjectStatus({ ...target, namespace })
+      : this.custom.replaceClusterCustomObjectStatus(target))) as T;
+  }
+
+  /** Sets metadata.finalizers of `object` as read; returns the stored object. */
+  async replaceFinalizers<T extends ApiObject>(kind: KindInfo, object: T, finalizers: string[]): Promise<T> {
+    const { namespace = '', name = '', resourceVersion } = object.metadata ?? {};
+    const body = { metadata: { finalizers, resourceVersion } };
+    const target = { group: kind.group, version: kind.version, plural: kind.plural, name, body };
+    return (await (kind.scope === 'Namespaced'
+      ? this.custom.patchNamespacedCustomObject({ ...target, namespace }, mergePatch)
+      : this.custom.patchClusterCustomObject(target, mergePatch))) as T;
+  }
+}
+
+export interface RecordedEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+/**
+ * Records core/v1 Events about objects, as client-go's recorder does, without holding up the
+ * reconcile: an Event is a notice to people, so one that cannot be written is logged and dropped.
+ */
+export class EventRecorder {
+  private readonly core: CoreV1Api;
+
+  constructor(
+    kubeConfig: KubeConfig,
+    private readonly component: string,
+    private readonly logger: Logger,
+  ) {
+    this.core = kubeConfig.makeApiClient(CoreV1Api);
+  }
+
+  record(object: ApiObject, event: RecordedEvent): void {
+    const { name = '', namespace = 'default', uid, resourceVersion } = object.metadata ?? {};
+    const now = new Date();
+    this.core
+      .createNamespacedEvent({
+        namespace,
+        body: {
+          metadata: { generateName: `${name}.`, namespace },
+          involvedObject: {
+            apiVersion: object.apiVersion,
+            kind: object.kind,
+            name,
+            namespace,
+            ...(uid ? { uid } : {}),
+            ...(resourceVersion ? { resourceVersion } : {}),
+          },
+          type: event.type,
+          reason: event.reason,
+          message: event.message,
+          source: { component: this.component },
+          reportingComponent: this.component,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      })
+      .catch((err: unknown) => this.logger.warn({ err, reason: event.reason }, 'could not record an event'));
+  }
+}

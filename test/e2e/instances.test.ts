@@ -1,0 +1,227 @@
+/**
+ * The Instance controller end to end: `loam up` (the real API server, hub and controllers) and a
+ * real agent runtime whose driver is a recording hypervisor (the libvirt driver has its own
+ * tests). Apply -> scheduled -> job at the agent -> observed -> Running, deletion through the
+ * finalizer, and restarts of the agent and of the control plane while a job is in flight.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { gate } from '../../agents/runtime/testing/driver.js';
+import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
+import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
+import { caPin } from '../../controllers/pki/certificates.js';
+import type { ControlPlane } from '../../controllers/up.js';
+import type { Instance } from '../../crds/v1alpha1/index.js';
+import { startAgent, type TestAgent } from '../agents/hub-double.js';
+import { startPlane, tempDir } from '../harness/plane.js';
+import { freePort, pollUntil } from '../harness/poll.js';
+
+const group = { group: 'loam.dev', version: 'v1alpha1' };
+
+const network = {
+  apiVersion: 'loam.dev/v1alpha1',
+  kind: 'Network',
+  metadata: { name: 'lab', namespace: 'default' },
+  spec: { cidr: '10.20.0.0/24', dhcp: { rangeStart: '10.20.0.100', rangeEnd: '10.20.0.199' } },
+};
+
+function instance(name: string, extra: Record<string, unknown> = {}) {
+  return {
+    apiVersion: 'loam.dev/v1alpha1',
+    kind: 'Instance',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      cpus: 1,
+      memory: '256Mi',
+      kernel: { url: 'http://127.0.0.1:1/vmlinuz', sha256: 'a'.repeat(64) },
+      networks: [{ name: 'lab' }],
+      ...extra,
+    },
+  };
+}
+
+describe('Instances end to end, with a recording hypervisor', function () {
+  this.timeout(90_000);
+  let dir: string;
+  let agentPort: number;
+  let plane: ControlPlane | undefined;
+  let api: k8s.CustomObjectsApi;
+  const agents: TestAgent<RecordingHypervisor>[] = [];
+  let token: string;
+
+  async function startHypervisor(name: string, driver = new RecordingHypervisor()) {
+    const running = startAgent(
+      {
+        role: 'libvirt',
+        server: `127.0.0.1:${agentPort}`,
+        token,
+        caPin: caPin(readFileSync(join(dir, 'plane', 'pki', 'ca.crt'), 'utf8')),
+        dataDir: join(dir, name),
+        name,
+        metricsAddress: '127.0.0.1:0',
+        logLevel: 'silent',
+        renewAt: 0.8,
+        backoff: { initialMs: 50, maxMs: 300 },
+      },
+      { driver, shutdownTimeoutMs: 200 },
+    );
+    agents.push(running);
+    await pollUntil(() => running.agent.isConnected, { timeoutMs: 15_000, what: `agent ${name} to connect` });
+    return running;
+  }
+
+  async function get(name: string): Promise<Instance | undefined> {
+    try {
+      return (await api.getNamespacedCustomObject({
+        ...group,
+        plural: 'instances',
+        namespace: 'default',
+        name,
+      })) as Instance;
+    } catch (err) {
+      if (err instanceof k8s.ApiException && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async function phaseOf(name: string, phase: string): Promise<Instance> {
+    let last: Instance | undefined;
+    await pollUntil(
+      async () => {
+        last = await get(name);
+        return last?.status?.phase === phase;
+      },
+      { timeoutMs: 20_000, what: () => `Instance ${name} to be ${phase}: ${JSON.stringify(last?.status)}` },
+    );
+    return last as Instance;
+  }
+
+  function connect(cp: ControlPlane) {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(cp.kubeconfigPath);
+    api = kc.makeApiClient(k8s.CustomObjectsApi);
+    return kc;
+  }
+
+  before(async () => {
+    dir = tempDir('instances');
+    agentPort = await freePort();
+    plane = await startPlane(join(dir, 'plane'), { agentPort, jobDeadlineMs: 5_000 });
+    const kc = connect(plane);
+    ({ token } = await createBootstrapToken(k8s.KubernetesObjectApi.makeApiClient(kc), {
+      ttlSeconds: 600,
+      usages: 10,
+      role: 'libvirt',
+    }));
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'networks',
+      namespace: 'default',
+      body: network,
+    });
+  });
+
+  after(async () => {
+    await Promise.all(agents.map(({ agent }) => agent.stop()));
+    await plane?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('schedules, dispatches once, reports Running with an address, and deletes through the finalizer', async () => {
+    const { driver } = await startHypervisor('hv1');
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: instance('web'),
+    });
+    const running = await phaseOf('web', 'Running');
+    assert.equal(running.status?.host, 'hv1');
+    assert.equal(
+      running.status?.interfaces?.[0]?.ipAddress,
+      '10.20.0.2',
+      'the first address after the gateway, outside the DHCP pool',
+    );
+    assert.deepEqual(running.metadata.finalizers, ['loam.dev/instance-protection']);
+    const ready = running.status?.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(ready?.status, 'True');
+    assert.deepEqual(
+      driver.jobs.map((job) => job.type),
+      ['instance.apply'],
+      'one job for one Instance',
+    );
+
+    await api.deleteNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      name: 'web',
+    });
+    await pollUntil(async () => (await get('web')) === undefined, { timeoutMs: 20_000, what: 'web to go' });
+    assert.deepEqual(
+      driver.jobs.map((job) => job.type),
+      ['instance.apply', 'instance.delete'],
+    );
+    assert.equal(driver.running().size, 0, 'the domain is gone');
+  });
+
+  it('redoes a job whose agent restarted before answering, and ends with one domain', async () => {
+    const hv1 = agents[0] as TestAgent<RecordingHypervisor>;
+    const held = gate();
+    hv1.driver.beforeAnswer = () => held.promise;
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: instance('db'),
+    });
+    await pollUntil(() => hv1.driver.jobs.some((j) => j.object.metadata.name === 'db'), {
+      timeoutMs: 20_000,
+      what: 'the apply job to reach the agent',
+    });
+    await hv1.agent.stop();
+    agents.splice(agents.indexOf(hv1), 1);
+    held.open();
+
+    const again = await startHypervisor('hv1');
+    const running = await phaseOf('db', 'Running');
+    assert.equal(running.status?.host, 'hv1');
+    assert.equal(
+      again.driver.jobs.filter((j) => j.type === 'instance.apply').length,
+      1,
+      'the lost job is sent once more, to the agent back',
+    );
+    assert.deepEqual([...again.driver.running().keys()], ['default/db']);
+  });
+
+  it('finishes provisioning across a control-plane restart, without sending the job twice', async () => {
+    const stateFile = join(dir, 'hv2-domains.json');
+    const hv2 = await startHypervisor('hv2', new RecordingHypervisor(stateFile));
+    const held = gate();
+    hv2.driver.beforeAnswer = () => held.promise;
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: instance('cache', { host: 'hv2' }),
+    });
+    await pollUntil(() => hv2.driver.jobs.length === 1, { timeoutMs: 20_000, what: 'the job at hv2' });
+    const before = await get('cache');
+    await plane?.stop();
+    plane = undefined;
+    // The agent finishes the job while no control plane runs; its answer is lost.
+    held.open();
+    await pollUntil(() => hv2.driver.running().get('default/cache')?.state === 'running', {
+      timeoutMs: 5_000,
+      what: 'the domain to run',
+    });
+
+    plane = await startPlane(join(dir, 'plane'), { agentPort, jobDeadlineMs: 5_000 });
+    connect(plane);
+    const running = await phaseOf('cache', 'Running');
+    assert.equal(hv2.driver.jobs.length, 1, 'the inventory told the new control plane; no second job');
+    assert.deepEqual(running.status?.interfaces, before?.status?.interfaces, 'the same address and MAC');
+  });
+});
