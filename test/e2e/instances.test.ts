@@ -198,7 +198,7 @@ describe('Instances end to end, with a recording hypervisor', function () {
 
   it('finishes provisioning across a control-plane restart, without sending the job twice', async () => {
     const stateFile = join(dir, 'hv2-domains.json');
-    const hv2 = await startHypervisor('hv2', new RecordingHypervisor(stateFile));
+    const hv2 = await startHypervisor('hv2', new RecordingHypervisor({ stateFile }));
     const held = gate();
     hv2.driver.beforeAnswer = () => held.promise;
     await api.createNamespacedCustomObject({
@@ -223,5 +223,97 @@ describe('Instances end to end, with a recording hypervisor', function () {
     const running = await phaseOf('cache', 'Running');
     assert.equal(hv2.driver.jobs.length, 1, 'the inventory told the new control plane; no second job');
     assert.deepEqual(running.status?.interfaces, before?.status?.interfaces, 'the same address and MAC');
+  });
+
+  it('gives 200 Instances created at once on one /24 200 distinct addresses', async () => {
+    await startHypervisor('big', new RecordingHypervisor({ capacity: { cpus: 1000, memory: '1000Gi' } }));
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'networks',
+      namespace: 'default',
+      body: {
+        ...network,
+        metadata: { name: 'wide', namespace: 'default' },
+        spec: { cidr: '10.30.0.0/24', dhcp: { rangeStart: '10.30.0.250', rangeEnd: '10.30.0.254' } },
+      },
+    });
+    const names = Array.from({ length: 200 }, (_, i) => `wide-${i}`);
+    await Promise.all(
+      names.map((name) =>
+        api.createNamespacedCustomObject({
+          ...group,
+          plural: 'instances',
+          namespace: 'default',
+          body: instance(name, { host: 'big', networks: [{ name: 'wide' }] }),
+        }),
+      ),
+    );
+    const addresses = async () => {
+      const list = (await api.listNamespacedCustomObject({
+        ...group,
+        plural: 'instances',
+        namespace: 'default',
+      })) as {
+        items: Instance[];
+      };
+      return list.items
+        .filter((i) => i.metadata.name?.startsWith('wide-') && i.status?.phase === 'Running')
+        .map((i) => i.status?.interfaces?.[0]?.ipAddress);
+    };
+    let running: (string | undefined)[] = [];
+    await pollUntil(
+      async () => {
+        running = await addresses();
+        return running.length === 200;
+      },
+      { timeoutMs: 60_000, what: () => `200 Running Instances (${running.length} so far)` },
+    );
+    assert.equal(new Set(running).size, 200, 'no address handed out twice');
+    assert.ok(running.every((a) => a?.startsWith('10.30.0.')));
+  });
+
+  it('says so when a Network is full, and hands a freed address to an Instance that waited', async () => {
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'networks',
+      namespace: 'default',
+      body: {
+        ...network,
+        metadata: { name: 'tiny', namespace: 'default' },
+        spec: { cidr: '10.40.0.0/29', dhcp: { rangeStart: '10.40.0.6', rangeEnd: '10.40.0.6' } },
+      },
+    });
+    // Host addresses .1-.6: the gateway, four static addresses, the one-address pool.
+    const names = Array.from({ length: 5 }, (_, i) => `tiny-${i}`);
+    for (const name of names) {
+      await api.createNamespacedCustomObject({
+        ...group,
+        plural: 'instances',
+        namespace: 'default',
+        body: instance(name, { host: 'big', networks: [{ name: 'tiny' }] }),
+      });
+    }
+    let last: Instance | undefined;
+    await pollUntil(
+      async () => {
+        last = await get('tiny-4');
+        return (
+          last?.status?.conditions?.some((c) => c.type === 'Provisioned' && c.status === 'False') ?? false
+        );
+      },
+      { timeoutMs: 20_000, what: () => `tiny-4 to be refused: ${JSON.stringify(last?.status)}` },
+    );
+    const provisioned = last?.status?.conditions?.find((c) => c.type === 'Provisioned');
+    assert.match(provisioned?.message ?? '', /spec\.networks\[0\]\.address.*10\.40\.0\.0\/29/);
+    const held = await phaseOf('tiny-0', 'Running');
+
+    await api.deleteNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      name: 'tiny-0',
+    });
+    const waited = await phaseOf('tiny-4', 'Running');
+    assert.equal(waited.status?.interfaces?.[0]?.ipAddress, held.status?.interfaces?.[0]?.ipAddress);
   });
 });

@@ -24,8 +24,17 @@ export class RecordingHypervisor implements Driver {
   private readonly domains = new Map<string, Domain>();
   private events: DriverEvents | undefined;
 
-  /** `stateFile`: where domains are kept across restarts of the agent; memory only without it. */
-  constructor(private readonly stateFile?: string) {
+  private readonly stateFile: string | undefined;
+  private readonly capacity: { cpus: number; memory: string } | undefined;
+
+  /**
+   * `stateFile`: where domains are kept across restarts of the agent (memory only without it);
+   * `capacity`: what the Host reports instead of this machine's cpus and memory.
+   */
+  constructor(options: { stateFile?: string; capacity?: { cpus: number; memory: string } } = {}) {
+    const { stateFile } = options;
+    this.stateFile = stateFile;
+    this.capacity = options.capacity;
     if (stateFile && existsSync(stateFile)) {
       for (const domain of JSON.parse(readFileSync(stateFile, 'utf8')) as Domain[]) {
         this.domains.set(domain.ref.uid, domain);
@@ -34,7 +43,8 @@ export class RecordingHypervisor implements Driver {
   }
 
   async facts(): Promise<Record<string, string>> {
-    return { driver: 'recording' };
+    const capacity = this.capacity && { cpus: String(this.capacity.cpus), memory: this.capacity.memory };
+    return { driver: 'recording', ...capacity };
   }
 
   async start(events: DriverEvents): Promise<void> {
