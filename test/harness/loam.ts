@@ -10,6 +10,8 @@ export interface LoamOptions {
   etcdEndpoints?: string[];
   /** 0 (default) picks a free port. */
   port?: number;
+  /** The agent hub's port; 0 (default) picks a free port. */
+  agentPort?: number;
 }
 
 export class LoamProcess {
@@ -28,7 +30,7 @@ export class LoamProcess {
       '--api-address',
       `127.0.0.1:${options.port ?? 0}`,
       '--agent-address',
-      '127.0.0.1:0',
+      `127.0.0.1:${options.agentPort ?? 0}`,
       '--store',
       options.store,
       '--log-level',
@@ -56,6 +58,18 @@ export class LoamProcess {
       });
     });
     return new LoamProcess(child, url, join(options.dataDir, 'admin.kubeconfig'));
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** SIGKILL, as a crash or a power cut would end it; resolves once it is gone. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGKILL');
+    await exited;
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within the deadline. */
