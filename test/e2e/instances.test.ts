@@ -108,7 +108,11 @@ describe('Instances end to end, with a recording hypervisor', function () {
   before(async () => {
     dir = tempDir('instances');
     agentPort = await freePort();
-    plane = await startPlane(join(dir, 'plane'), { agentPort, jobDeadlineMs: 5_000 });
+    plane = await startPlane(join(dir, 'plane'), {
+      agentPort,
+      jobDeadlineMs: 5_000,
+      hub: { disconnectGraceSeconds: 2 },
+    });
     const kc = connect(plane);
     ({ token } = await createBootstrapToken(k8s.KubernetesObjectApi.makeApiClient(kc), {
       ttlSeconds: 600,
@@ -218,11 +222,30 @@ describe('Instances end to end, with a recording hypervisor', function () {
       what: 'the domain to run',
     });
 
-    plane = await startPlane(join(dir, 'plane'), { agentPort, jobDeadlineMs: 5_000 });
+    plane = await startPlane(join(dir, 'plane'), {
+      agentPort,
+      jobDeadlineMs: 5_000,
+      hub: { disconnectGraceSeconds: 2 },
+    });
     connect(plane);
     const running = await phaseOf('cache', 'Running');
     assert.equal(hv2.driver.jobs.length, 1, 'the inventory told the new control plane; no second job');
     assert.deepEqual(running.status?.interfaces, before?.status?.interfaces, 'the same address and MAC');
+  });
+
+  it('marks the Instances of a Host that stays unreachable Unknown, never moves them, and recovers', async () => {
+    const hv2 = agents.find((a) => a.config.name === 'hv2') as TestAgent<RecordingHypervisor>;
+    await hv2.agent.stop();
+    agents.splice(agents.indexOf(hv2), 1);
+    const unknown = await phaseOf('cache', 'Unknown');
+    assert.equal(unknown.status?.host, 'hv2', 'local disks: never rescheduled');
+    const reachable = unknown.status?.conditions?.find((c) => c.type === 'HostReachable');
+    assert.equal(reachable?.status, 'False');
+    assert.match(reachable?.message ?? '', /hv2/);
+
+    await startHypervisor('hv2', new RecordingHypervisor({ stateFile: join(dir, 'hv2-domains.json') }));
+    const back = await phaseOf('cache', 'Running');
+    assert.equal(back.status?.conditions?.find((c) => c.type === 'HostReachable')?.status, 'True');
   });
 
   it('gives 200 Instances created at once on one /24 200 distinct addresses', async () => {
