@@ -43,7 +43,10 @@ export interface InFlightJob {
   object: { kind: string; metadata: { name: string; namespace?: string; uid?: string; generation?: number } };
 }
 
-/** A job the agent refused for good (INVALID_ARGUMENT, FAILED_PRECONDITION): retrying cannot help. */
+/**
+ * A job the agent refused for good (INVALID_ARGUMENT, FAILED_PRECONDITION, or UNIMPLEMENTED: its
+ * driver does not do this): retrying cannot help until the object changes.
+ */
 export interface Rejection {
   uid: string;
   generation: number;
@@ -57,7 +60,11 @@ export interface AgentStateEvents {
   agent: [agent: AgentRef, connected: boolean];
 }
 
-const permanentCodes = new Set<number>([grpcStatus.INVALID_ARGUMENT, grpcStatus.FAILED_PRECONDITION]);
+const permanentCodes = new Set<number>([
+  grpcStatus.INVALID_ARGUMENT,
+  grpcStatus.FAILED_PRECONDITION,
+  grpcStatus.UNIMPLEMENTED,
+]);
 
 function parseObserved(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return undefined;

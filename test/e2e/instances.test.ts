@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
+import type { Driver } from '../../agents/runtime/driver.js';
+import { placeholderDriver } from '../../agents/runtime/placeholder-driver.js';
 import { gate } from '../../agents/runtime/testing/driver.js';
 import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
@@ -48,10 +50,13 @@ describe('Instances end to end, with a recording hypervisor', function () {
   let agentPort: number;
   let plane: ControlPlane | undefined;
   let api: k8s.CustomObjectsApi;
-  const agents: TestAgent<RecordingHypervisor>[] = [];
+  const agents: TestAgent<Driver>[] = [];
   let token: string;
 
-  async function startHypervisor(name: string, driver = new RecordingHypervisor()) {
+  async function startHypervisor<D extends Driver = RecordingHypervisor>(
+    name: string,
+    driver: D = new RecordingHypervisor() as Driver as D,
+  ) {
     const running = startAgent(
       {
         role: 'libvirt',
@@ -246,6 +251,22 @@ describe('Instances end to end, with a recording hypervisor', function () {
     await startHypervisor('hv2', new RecordingHypervisor({ stateFile: join(dir, 'hv2-domains.json') }));
     const back = await phaseOf('cache', 'Running');
     assert.equal(back.status?.conditions?.find((c) => c.type === 'HostReachable')?.status, 'True');
+  });
+
+  it('shows an Instance whose agent cannot run the job as Failed, with the agent's answer', async () => {
+    const hv3 = await startHypervisor('hv3', placeholderDriver('libvirt'));
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: instance('nodriver', { host: 'hv3' }),
+    });
+    const failed = await phaseOf('nodriver', 'Failed');
+    const provisioned = failed.status?.conditions?.find((c) => c.type === 'Provisioned');
+    assert.equal(provisioned?.reason, 'ProvisioningFailed');
+    assert.match(provisioned?.message ?? '', /cannot run instance.apply jobs yet/);
+    await hv3.agent.stop();
+    agents.splice(agents.indexOf(hv3), 1);
   });
 
   it('gives 200 Instances created at once on one /24 200 distinct addresses', async () => {
