@@ -253,7 +253,7 @@ describe('Instances end to end, with a recording hypervisor', function () {
     assert.equal(back.status?.conditions?.find((c) => c.type === 'HostReachable')?.status, 'True');
   });
 
-  it('shows an Instance whose agent cannot run the job as Failed, with the agent's answer', async () => {
+  it('shows an Instance whose agent cannot run the job as Failed, with the answer of the agent', async () => {
     const hv3 = await startHypervisor('hv3', placeholderDriver('libvirt'));
     await api.createNamespacedCustomObject({
       ...group,
