@@ -23,6 +23,7 @@ import { NamespaceLifecycle } from './apiserver/namespace-lifecycle.js';
 import { Resources } from './apiserver/resources.js';
 import { ApiServer } from './apiserver/server.js';
 import { Hub, type HubTunables } from './hub/hub.js';
+import { type LocalAgent, startLocalAgents } from './local-agents.js';
 import { type ControllerManager, startControllers } from './manager.js';
 import { loadServingPki } from './pki/files.js';
 import { issueKubeconfig } from './pki/kubeconfig.js';
@@ -52,6 +53,10 @@ export interface UpOptions {
   jobDeadlineMs?: number;
   /** Leader election timing on etcd (tests shorten it); client-go's defaults otherwise. */
   leaderElection?: { leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
+  /** Agents of this machine to run in this process (`loam up` without --no-local-agents). */
+  localAgents?: LocalAgent[];
+  /** Loam's version, which local agents report. */
+  version?: string;
 }
 
 export interface ControlPlane {
@@ -181,12 +186,14 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   };
 
   let agentAddress: string;
+  let hubPort = options.agentPort;
   let elector: LeaderElector | undefined;
   let leading: Promise<void>;
   if (store.backend === 'sqlite') {
     try {
       const hub = await lead();
       agentAddress = advertisedAgentAddress(hub.address, options);
+      hubPort = Number(hub.address.slice(hub.address.lastIndexOf(':') + 1));
     } catch (err) {
       // E.g. the agent port is taken: leave nothing running behind.
       await stopApi();
@@ -220,6 +227,26 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     candidate.start();
   }
   writeFileSync(join(options.dataDir, agentAddressFile), `${agentAddress}\n`);
+  // On standby they keep dialling until this machine's hub opens.
+  let localAgents: { stop(): Promise<void> } | undefined;
+  try {
+    localAgents = options.localAgents?.length
+      ? await startLocalAgents({
+          agents: options.localAgents,
+          hubPort,
+          caCertPem: pki.ca.certPem,
+          kubeConfig,
+          dataDir: options.dataDir,
+          logger,
+          version: options.version ?? '0.0.0',
+        })
+      : undefined;
+  } catch (err) {
+    await elector?.stop();
+    await stepDown();
+    await stopApi();
+    throw err;
+  }
   logger.info({ url: apiServer.url, agentAddress, store: store.backend }, 'control plane up');
   return {
     apiServer,
@@ -234,6 +261,7 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     agentAddress,
     leading,
     async stop() {
+      await localAgents?.stop();
       await elector?.stop();
       await stepDown();
       await stopApi();
