@@ -5,13 +5,23 @@
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { secretKind } from '../crds/builtin.js';
 import type { KindInfo } from '../crds/kind.js';
-import { hostKind, instanceKind, networkKind } from '../crds/v1alpha1/index.js';
+import {
+  hostKind,
+  instanceKind,
+  networkKind,
+  routerKind,
+  wireguardPeerKind,
+} from '../crds/v1alpha1/index.js';
 import type { Hub } from './hub/hub.js';
 import { type Cache, InstanceController } from './instance/controller.js';
+import { NetworkController } from './network/controller.js';
 import { AgentState } from './runtime/agent-state.js';
 import { startInformer } from './runtime/controller.js';
 import { EventRecorder, ObjectWriter } from './runtime/writes.js';
+import { WireGuardPeerController } from './wireguardpeer/controller.js';
+import { peerLabel } from './wireguardpeer/reconcile.js';
 
 export interface ControllerManagerOptions {
   kubeConfig: KubeConfig;
@@ -31,15 +41,24 @@ export async function startControllers(options: ControllerManagerOptions): Promi
   const { kubeConfig, hub, registry } = options;
   const logger = options.logger.child({ component: 'controllers' });
   const abort = new AbortController();
-  const informer = (kind: KindInfo): Promise<Cache<KubernetesObject>> =>
-    startInformer(kubeConfig, kind, { logger, signal: abort.signal });
+  const informer = (kind: KindInfo, labelSelector?: string): Promise<Cache<KubernetesObject>> =>
+    startInformer(kubeConfig, kind, {
+      logger,
+      signal: abort.signal,
+      ...(labelSelector ? { labelSelector } : {}),
+    });
   try {
     const agents = new AgentState(hub, logger);
-    const [instances, hosts, networks] = await Promise.all([
+    const [instances, hosts, networks, routers, peers, secrets] = await Promise.all([
       informer(instanceKind),
       informer(hostKind),
       informer(networkKind),
+      informer(routerKind),
+      informer(wireguardPeerKind),
+      // Only the peers' Secrets: the controller has no business caching every credential.
+      informer(secretKind, peerLabel),
     ]);
+    const jobDeadline = options.jobDeadlineMs !== undefined ? { jobDeadlineMs: options.jobDeadlineMs } : {};
     const writer = new ObjectWriter(kubeConfig);
     const instanceController = new InstanceController({
       instances,
@@ -50,12 +69,37 @@ export async function startControllers(options: ControllerManagerOptions): Promi
       events: new EventRecorder(kubeConfig, 'loam-instance-controller', logger),
       logger,
       registry,
-      ...(options.jobDeadlineMs !== undefined ? { jobDeadlineMs: options.jobDeadlineMs } : {}),
+      ...jobDeadline,
     });
-    const controllers = [instanceController];
+    const networkController = new NetworkController({
+      networks,
+      routers,
+      instances,
+      peers,
+      agents,
+      writer,
+      events: new EventRecorder(kubeConfig, 'loam-network-controller', logger),
+      logger,
+      registry,
+      ...jobDeadline,
+    });
+    const peerController = new WireGuardPeerController({
+      peers,
+      networks,
+      secrets,
+      agents,
+      kubeConfig,
+      writer,
+      events: new EventRecorder(kubeConfig, 'loam-wireguardpeer-controller', logger),
+      logger,
+      registry,
+    });
+    const controllers = [instanceController, networkController, peerController];
     for (const controller of controllers) controller.start();
     // Everything cached is queued by the informers' initial adds; nothing is missed.
     for (const instance of instances.list()) instanceController.enqueue(instance);
+    for (const network of networks.list()) networkController.enqueue(network);
+    for (const peer of peers.list()) peerController.enqueue(peer);
     logger.info('controllers started');
     return {
       agents,

@@ -17,10 +17,11 @@ import { type Host, type Instance, instanceKind, type Network } from '../../crds
 import type { AgentState, ObjectRef } from '../runtime/agent-state.js';
 import { AssumedObjects } from '../runtime/assumed.js';
 import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
+import { carryOut } from '../runtime/outcome.js';
+import { Serialized } from '../runtime/serialized.js';
 import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
 import {
   type InstanceJob,
-  type InstanceJobType,
   instanceFinalizer,
   type ObservedInstance,
   reconcileInstance,
@@ -72,8 +73,8 @@ function asObservedInstance(observed: unknown): ObservedInstance | undefined {
 export class InstanceController {
   private readonly controller: Controller;
   private readonly instances: AssumedObjects<Instance>;
-  /** The allocating reconcile under way; the next one waits for it. */
-  private allocation: Promise<unknown> = Promise.resolve();
+  /** Reconciles that may schedule or allocate, one at a time. */
+  private readonly allocation = new Serialized();
   private readonly jobDeadlineMs: number;
 
   constructor(private readonly options: InstanceControllerOptions) {
@@ -142,34 +143,36 @@ export class InstanceController {
     });
   }
 
-  private reconcile(key: string, logger: Logger): Promise<undefined> {
+  private async reconcile(key: string, logger: Logger): Promise<undefined> {
     const [namespace = '', name = ''] = key.split('/');
-    const instance = this.instances.get(name, namespace);
+    let instance = this.instances.get(name, namespace);
     if (!instance) {
       this.options.agents.clear(instanceRef(namespace, name));
-      return Promise.resolve(undefined);
+      return undefined;
     }
     if (!allocates(instance)) return this.reconcileInstance(instance, logger);
-    const run = this.allocation.then(() =>
-      this.reconcileInstance(this.instances.get(name, namespace), logger),
-    );
-    this.allocation = run.catch(() => {});
-    return run;
+    // The finalizer first, outside the queue of allocating reconciles: one write less to wait for.
+    const finalizers = instance.metadata.finalizers ?? [];
+    if (instance.metadata.deletionTimestamp === undefined && !finalizers.includes(instanceFinalizer)) {
+      instance = await this.options.writer.replaceFinalizers(instanceKind, instance, [
+        ...finalizers,
+        instanceFinalizer,
+      ]);
+      this.instances.assume(instance);
+    }
+    return this.allocation.run(() => this.reconcileInstance(this.instances.get(name, namespace), logger));
   }
 
   private async reconcileInstance(instance: Instance | undefined, logger: Logger): Promise<undefined> {
     if (!instance) return undefined;
-    const { agents, writer, events } = this.options;
+    const { agents } = this.options;
     const namespace = instance.metadata.namespace ?? '';
-    const name = instance.metadata.name ?? '';
-    const ref = instanceRef(namespace, name);
+    const ref = instanceRef(namespace, instance.metadata.name ?? '');
     const uid = instance.metadata.uid ?? '';
     const host = instance.status?.host;
-    const rejection = agents.takeRejection(ref);
-    const inFlight = agents
-      .jobsInFlight(ref)
-      .filter((job) => job.object.metadata.uid === uid)
-      .map((job) => ({ agent: job.agent, job: { type: job.type, object: job.object } }) as InstanceJob);
+    const rejection = agents
+      .rejectionsOf(ref, uid, instance.metadata.generation ?? 0)
+      .find((r) => r.type === 'instance.apply');
     const result = reconcileInstance({
       instance,
       hosts: this.options.hosts.list() as Host[],
@@ -177,40 +180,20 @@ export class InstanceController {
       instances: this.instances.overlay(this.options.instances.list() as Instance[]),
       ...observedOn(agents, ref, uid, host),
       connectedAgents: agents.connected('libvirt'),
-      inFlight,
-      ...(rejection && rejection.uid === uid ? { rejection } : {}),
+      inFlight: agents.jobsFor(ref, uid) as InstanceJob[],
+      ...(rejection ? { rejection } : {}),
       now: new Date(),
     });
-
-    const finalizers = instance.metadata.finalizers ?? [];
-    if (result.finalizer === 'remove') {
-      await writer.replaceFinalizers(
-        instanceKind,
-        instance,
-        finalizers.filter((f) => f !== instanceFinalizer),
-      );
-      agents.clear(ref);
-      for (const event of result.events) events.record(instance, event);
-      logger.info('cleanup done; finalizer removed');
-      return undefined;
-    }
-    let current = instance;
-    if (result.finalizer === 'add') {
-      current = await writer.replaceFinalizers(instanceKind, current, [...finalizers, instanceFinalizer]);
-      this.instances.assume(current);
-    }
-    if (result.status) {
-      current = await writer.replaceStatus(instanceKind, current, result.status);
-      this.instances.assume(current);
-    }
-    for (const { agent, job } of result.jobs) {
-      logger.debug({ job: job.type, host: agent.name }, 'dispatching');
-      agents.dispatch(
-        { agent, type: job.type satisfies InstanceJobType, object: job.object },
-        this.jobDeadlineMs,
-      );
-    }
-    for (const event of result.events) events.record(current, event);
+    await carryOut(instance, result, {
+      kind: instanceKind,
+      finalizer: instanceFinalizer,
+      writer: this.options.writer,
+      agents,
+      events: this.options.events,
+      assumed: this.instances,
+      jobDeadlineMs: this.jobDeadlineMs,
+      logger,
+    });
     return undefined;
   }
 }

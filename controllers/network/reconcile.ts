@@ -48,7 +48,8 @@
  * - ObservedNetwork, from the router's network agent: `generation` and `configHash` of the last
  *   network.apply it applied (configHash is that job's metadata.annotations['loam.dev/config-hash'],
  *   echoed verbatim), the WireGuard server's public key (made on the router) and the endpoint it
- *   knows, and `deleted: true` as network.delete's answer. A connected agent whose inventory lacks
+ *   knows, the names of the peers it configured (the WireGuardPeer controller's routerPeers), and
+ *   `deleted: true` as network.delete's answer. A connected agent whose inventory lacks
  *   the Network is `{}`; undefined means nothing is known since the control plane started.
  * - ObservedSegment, from a Host's libvirt agent: the segment its bridge for the Network is on;
  *   a Host without such a bridge has no entry.
@@ -99,6 +100,8 @@ export interface ObservedNetwork {
   deleted?: boolean;
   /** The WireGuard server's public key (the private key never leaves the router) and its endpoint. */
   wireguard?: { publicKey?: string; endpoint?: string };
+  /** Names of the WireGuardPeers configured on the WireGuard server; undefined when it did not say. */
+  peers?: string[];
 }
 
 /** What a Host's libvirt agent reports of the Network: the segment of its bridge. */

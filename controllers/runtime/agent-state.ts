@@ -45,9 +45,11 @@ export interface InFlightJob {
 
 /**
  * A job the agent refused for good (INVALID_ARGUMENT, FAILED_PRECONDITION, or UNIMPLEMENTED: its
- * driver does not do this): retrying cannot help until the object changes.
+ * driver does not do this): sending it again cannot help until the object changes.
  */
 export interface Rejection {
+  agent: AgentRef;
+  type: string;
   uid: string;
   generation: number;
   message: string;
@@ -94,7 +96,8 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
   /** Per object, per agent key. */
   private readonly observations = new Map<ObjectKey, Map<string, Observation>>();
   private readonly inFlight = new Map<ObjectKey, Set<InFlightJob>>();
-  private readonly rejections = new Map<ObjectKey, Rejection>();
+  /** Per object, the latest refusal per agent and job type. */
+  private readonly rejections = new Map<ObjectKey, Map<string, Rejection>>();
 
   constructor(
     private readonly hub: Hub,
@@ -148,12 +151,21 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     return [...(this.inFlight.get(refKey(ref)) ?? [])];
   }
 
-  /** The latest refusal of a job for the object, handed out once. */
-  takeRejection(ref: ObjectRef): Rejection | undefined {
-    const key = refKey(ref);
-    const rejection = this.rejections.get(key);
-    this.rejections.delete(key);
-    return rejection;
+  /** Jobs in flight for the object with this uid, as reconcile cores take them. */
+  jobsFor(
+    ref: ObjectRef,
+    uid: string,
+  ): { agent: AgentRef; job: { type: string; object: InFlightJob['object'] } }[] {
+    return this.jobsInFlight(ref)
+      .filter((job) => job.object.metadata.uid === uid)
+      .map(({ agent, type, object }) => ({ agent, job: { type, object } }));
+  }
+
+  /** The refusals of jobs for this generation of the object (a new generation may fare better). */
+  rejectionsOf(ref: ObjectRef, uid: string, generation: number): Rejection[] {
+    return [...(this.rejections.get(refKey(ref))?.values() ?? [])].filter(
+      (rejection) => rejection.uid === uid && rejection.generation === generation,
+    );
   }
 
   /** Forgets every report on an object that is gone from the API. */
@@ -200,11 +212,15 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
             settle(false);
           } else if (permanentCodes.has(result.code)) {
             log.warn({ code: result.code, message: result.message }, 'agent refused the job');
-            this.rejections.set(key, {
+            const rejections = this.rejections.get(key) ?? new Map<string, Rejection>();
+            rejections.set(`${agentKey(job.agent)} ${job.type}`, {
+              agent: job.agent,
+              type: job.type,
               uid: job.object.metadata.uid ?? '',
               generation: job.object.metadata.generation ?? 0,
               message: result.message,
             });
+            this.rejections.set(key, rejections);
             settle(false);
           } else {
             log.warn({ code: result.code, message: result.message }, 'job failed; will retry');

@@ -180,26 +180,36 @@ function deepFreeze<T>(value: T): T {
 const informerRestartMs = 1000;
 
 /**
- * A started informer over `kind` (in `namespace`, or everywhere), through the Kubernetes API, so
- * the same code runs against Loam's API server and a real cluster. Its objects are frozen; it
- * restarts by itself after a connection error until `signal` aborts.
+ * A started informer over `kind` (in `namespace`, or everywhere; only objects matching
+ * `labelSelector` when given), through the Kubernetes API, so the same code runs against Loam's
+ * API server and a real cluster. Its objects are frozen; it restarts by itself after a connection
+ * error until `signal` aborts.
  */
 export async function startInformer(
   kc: k8s.KubeConfig,
   kind: KindInfo,
-  options: { namespace?: string; logger: Logger; signal: AbortSignal },
+  options: { namespace?: string; labelSelector?: string; logger: Logger; signal: AbortSignal },
 ): Promise<k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>> {
   const prefix = kind.group ? `/apis/${kind.group}/${kind.version}` : `/api/${kind.version}`;
   const path = `${prefix}${options.namespace ? `/namespaces/${options.namespace}` : ''}/${kind.plural}`;
   const api = k8s.KubernetesObjectApi.makeApiClient(kc);
   const apiVersion = kind.group ? `${kind.group}/${kind.version}` : kind.version;
+  const { labelSelector } = options;
   const informer = k8s.makeInformer(
     kc,
     path,
     () =>
-      api.list(apiVersion, kind.kind, options.namespace) as Promise<
-        k8s.KubernetesListObject<k8s.KubernetesObject>
-      >,
+      api.list(
+        apiVersion,
+        kind.kind,
+        options.namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        labelSelector,
+      ) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+    labelSelector,
   );
   // Registered first, so every other handler sees the frozen object.
   informer.on('add', deepFreeze);

@@ -57,6 +57,8 @@ export interface RecordedEvent {
  */
 export class EventRecorder {
   private readonly core: CoreV1Api;
+  /** Tells apart Events of one object recorded in the same millisecond. */
+  private sequence = 0;
 
   constructor(
     kubeConfig: KubeConfig,
@@ -69,11 +71,14 @@ export class EventRecorder {
   record(object: ApiObject, event: RecordedEvent): void {
     const { name = '', namespace = 'default', uid, resourceVersion } = object.metadata ?? {};
     const now = new Date();
+    // As client-go names them: the object's name and a hex timestamp (a generateName ending in a
+    // dot is not a valid prefix).
+    const stamp = BigInt(now.getTime()) * 1_000_000n + BigInt(this.sequence++ % 1_000_000);
     this.core
       .createNamespacedEvent({
         namespace,
         body: {
-          metadata: { generateName: `${name}.`, namespace },
+          metadata: { name: `${name}.${stamp.toString(16)}`, namespace },
           involvedObject: {
             apiVersion: object.apiVersion,
             kind: object.kind,

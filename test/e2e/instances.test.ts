@@ -103,8 +103,10 @@ describe('Instances end to end, with a recording hypervisor', function () {
     return last as Instance;
   }
 
+  let kc: k8s.KubeConfig;
+
   function connect(cp: ControlPlane) {
-    const kc = new k8s.KubeConfig();
+    kc = new k8s.KubeConfig();
     kc.loadFromFile(cp.kubeconfigPath);
     api = kc.makeApiClient(k8s.CustomObjectsApi);
     return kc;
@@ -160,6 +162,16 @@ describe('Instances end to end, with a recording hypervisor', function () {
       driver.jobs.map((job) => job.type),
       ['instance.apply'],
       'one job for one Instance',
+    );
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    let reasons: string[] = [];
+    await pollUntil(
+      async () => {
+        const events = await core.listNamespacedEvent({ namespace: 'default' });
+        reasons = events.items.filter((e) => e.involvedObject.name === 'web').map((e) => e.reason ?? '');
+        return reasons.includes('Scheduled') && reasons.includes('Running');
+      },
+      { timeoutMs: 10_000, what: () => `Events for web (so far: ${reasons.join(', ')})` },
     );
 
     await api.deleteNamespacedCustomObject({
