@@ -600,8 +600,9 @@ function schedule(
   }
   const fits: { name: string; load: number }[] = [];
   const unfit = new Map<UnfitReason, number>();
+  const usage = usageByHost(instance, instances);
   for (const host of candidates) {
-    const verdict = loadWith(host, wanted, instance, instances);
+    const verdict = loadWith(host, wanted, instance, usage.get(host.metadata.name ?? ''));
     if (typeof verdict === 'number') fits.push({ name: host.metadata.name ?? '', load: verdict });
     else unfit.set(verdict, (unfit.get(verdict) ?? 0) + 1);
   }
@@ -623,7 +624,7 @@ function loadWith(
   host: Host,
   wanted: Resources,
   instance: Instance,
-  instances: readonly Instance[],
+  used: Resources = { cpus: 0, memory: 0n },
 ): number | UnfitReason {
   if (getCondition(host.status?.conditions, 'Ready')?.status !== 'True') return 'notReady';
   if (host.spec.unschedulable) return 'cordoned';
@@ -633,19 +634,22 @@ function loadWith(
   const allocatable = host.status?.allocatable ?? host.status?.capacity;
   if (allocatable === undefined) return 'noResources';
   const total: Resources = { cpus: allocatable.cpus, memory: parseQuantity(allocatable.memory) };
-  const used = instances
-    .filter((other) => other.status?.host === host.metadata.name && objectKey(other) !== objectKey(instance))
-    .reduce(
-      (sum, other) => ({
-        cpus: sum.cpus + other.spec.cpus,
-        memory: sum.memory + parseQuantity(other.spec.memory),
-      }),
-      { cpus: 0, memory: 0n },
-    );
   if (used.cpus + wanted.cpus > total.cpus) return 'cpus';
   if (used.memory + wanted.memory > total.memory) return 'memory';
   const memoryShare = Number(((used.memory + wanted.memory) * 1_000_000n) / total.memory) / 1_000_000;
   return ((used.cpus + wanted.cpus) / total.cpus + memoryShare) / 2;
+}
+
+/** What the Instances bound to each Host (other than `instance`) request, in one pass over them all. */
+function usageByHost(instance: Instance, instances: readonly Instance[]): Map<string, Resources> {
+  const usage = new Map<string, Resources>();
+  for (const other of instances) {
+    const host = other.status?.host;
+    if (host === undefined || objectKey(other) === objectKey(instance)) continue;
+    const sum = usage.get(host) ?? { cpus: 0, memory: 0n };
+    usage.set(host, { cpus: sum.cpus + other.spec.cpus, memory: sum.memory + parseQuantity(other.spec.memory) });
+  }
+  return usage;
 }
 
 // --- addresses ------------------------------------------------------------------------------------
@@ -741,20 +745,22 @@ function reservationsAgainst(
   instances: readonly Instance[],
 ): LeaseReservation[] {
   const mine = claimsOn(instance, network);
+  const { namespace, name } = instance.metadata;
   return instances.flatMap((other) => {
-    if (
-      other.metadata.namespace !== instance.metadata.namespace ||
-      objectKey(other) === objectKey(instance)
-    ) {
-      return [];
-    }
-    const otherIsOlder = inCreationOrder([instance, other])[0] === other;
-    return claimsOn(other, network)
+    if (other.metadata.namespace !== namespace || other.metadata.name === name) return [];
+    const claims = claimsOn(other, network);
+    if (claims.length === 0) return [];
+    // Only a tie needs the creation order, which is the costly part over thousands of Instances.
+    let otherIsOlder: boolean | undefined;
+    return claims
       .filter((claim) => {
         const own = mine.find(
           (candidate) => candidate.field === claim.field && candidate.value === claim.value,
         );
-        return own === undefined || (own.held === claim.held ? otherIsOlder : claim.held);
+        if (own === undefined) return true;
+        if (own.held !== claim.held) return claim.held;
+        otherIsOlder ??= inCreationOrder([instance, other])[0] === other;
+        return otherIsOlder;
       })
       .map((claim) => ({ instance: objectKey(other), [claim.field]: claim.value }));
   });
