@@ -647,7 +647,10 @@ function usageByHost(instance: Instance, instances: readonly Instance[]): Map<st
     const host = other.status?.host;
     if (host === undefined || objectKey(other) === objectKey(instance)) continue;
     const sum = usage.get(host) ?? { cpus: 0, memory: 0n };
-    usage.set(host, { cpus: sum.cpus + other.spec.cpus, memory: sum.memory + parseQuantity(other.spec.memory) });
+    usage.set(host, {
+      cpus: sum.cpus + other.spec.cpus,
+      memory: sum.memory + parseQuantity(other.spec.memory),
+    });
   }
   return usage;
 }
