@@ -1,13 +1,20 @@
 /**
  * `loam agent libvirt` and `loam agent network`: the runtime with its settings from flags,
  * environment and file, stopped gracefully by SIGINT or SIGTERM (a second signal exits at once).
- * Until the roles' drivers land, both run the placeholder driver.
+ * The libvirt role runs the libvirt driver; the network role runs the placeholder driver until
+ * its driver lands.
  */
+import { join } from 'node:path';
 import type { Command } from 'commander';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.js';
+import { ArtifactCache } from '../libvirt/artifacts.js';
+import { LibvirtDriver } from '../libvirt/driver.js';
+import { preflight } from '../libvirt/preflight.js';
+import { Virsh } from '../libvirt/virsh.js';
 import { Agent } from './agent.js';
 import {
+  type AgentConfig,
   agentSettings,
   configFileEnv,
   defaultFor,
@@ -15,8 +22,9 @@ import {
   flagName,
   loadAgentConfig,
   type SettingKey,
-  settingKeys,
+  settingKeysFor,
 } from './config.js';
+import type { Driver } from './driver.js';
 import { placeholderDriver } from './placeholder-driver.js';
 
 const roleDescriptions: Record<AgentRole, string> = {
@@ -36,7 +44,7 @@ export function registerAgentCommands(program: Command, version: string): void {
         '--config <file>',
         `YAML or JSON file of the settings below, keyed as camelCase (env ${configFileEnv})`,
       );
-    for (const key of settingKeys) {
+    for (const key of settingKeysFor(role)) {
       const { value, help } = agentSettings[key];
       const fallback = defaultFor(key, role);
       const shown = fallback === undefined ? '' : ` (default ${fallback})`;
@@ -53,7 +61,11 @@ async function runAgent(
 ): Promise<void> {
   const config = loadAgentConfig(role, flags);
   const logger = pino({ level: config.logLevel });
-  const agent = new Agent({ config, driver: placeholderDriver(role), logger, version });
+  const { driver, close } =
+    role === 'libvirt'
+      ? await libvirtDriver(config, logger)
+      : { driver: placeholderDriver(role), close: async () => {} };
+  const agent = new Agent({ config, driver, logger, version });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (signals++ > 0) {
@@ -70,5 +82,33 @@ async function runAgent(
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await close();
   }
+}
+
+/**
+ * The libvirt driver for the configured URI. libvirt's test driver keeps its state in the client,
+ * so it needs one long-lived virsh (session mode); it runs no guests, so there is nothing to probe.
+ */
+async function libvirtDriver(
+  config: AgentConfig,
+  logger: Logger,
+): Promise<{ driver: Driver; close: () => Promise<void> }> {
+  const {
+    libvirtUri: uri = agentSettings.libvirtUri.default,
+    storageDir = agentSettings.storageDir.default,
+  } = config;
+  const testDriver = uri.startsWith('test:');
+  const hypervisor = new Virsh({ uri, session: testDriver });
+  let domainType: 'kvm' | 'qemu' = 'qemu';
+  if (!testDriver) {
+    const checked = await preflight({ hypervisor, storageDir });
+    domainType = checked.domainType;
+    for (const condition of checked.conditions) {
+      if (condition.status !== 'True') logger.warn({ preflight: condition }, condition.message);
+    }
+  }
+  const artifacts = new ArtifactCache({ dir: join(storageDir, 'cache'), logger });
+  const driver = new LibvirtDriver({ hypervisor, storageDir, artifacts, domainType, logger });
+  return { driver, close: () => hypervisor.close() };
 }

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
+import { isAbsolute } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import type { AgentRole } from '../../controllers/pki/certificates.js';
@@ -26,7 +27,8 @@ export const defaultMetricsAddress: Record<AgentRole, string> = {
 
 /**
  * Every setting: the flag's value name, help and fixed default (the name's depends on the host,
- * the metrics address's on the role). The flag and variable names derive from the key.
+ * the metrics address's on the role), and the roles it belongs to when not all. The flag and
+ * variable names derive from the key.
  */
 export const agentSettings = {
   server: { value: 'host:port', help: "the control plane's agent hub" },
@@ -43,10 +45,33 @@ export const agentSettings = {
   },
   backoffInitial: { value: 'seconds', help: 'first reconnect delay', default: 0.5 },
   backoffMax: { value: 'seconds', help: 'longest reconnect delay', default: 30 },
-} as const;
+  libvirtUri: {
+    value: 'uri',
+    help: "libvirt connection URI (test:///default is libvirt's built-in test driver: no VMs run)",
+    default: 'qemu:///system',
+    roles: ['libvirt'],
+  },
+  storageDir: {
+    value: 'dir',
+    help: 'where instance disks, console logs and the image cache go',
+    default: '/var/lib/loam/libvirt',
+    roles: ['libvirt'],
+  },
+} as const satisfies Record<
+  string,
+  { value: string; help: string; default?: string | number; roles?: readonly AgentRole[] }
+>;
 
 export type SettingKey = keyof typeof agentSettings;
 export const settingKeys = Object.keys(agentSettings) as SettingKey[];
+
+/** The settings a `role` agent has. */
+export function settingKeysFor(role: AgentRole): SettingKey[] {
+  return settingKeys.filter((key) => {
+    const setting = agentSettings[key];
+    return !('roles' in setting) || (setting.roles as readonly AgentRole[]).includes(role);
+  });
+}
 
 export const configFileEnv = 'LOAM_AGENT_CONFIG';
 
@@ -79,6 +104,10 @@ export interface AgentConfig {
   logLevel: (typeof logLevels)[number];
   renewAt: number;
   backoff: { initialMs: number; maxMs: number };
+  /** libvirt agents only. */
+  libvirtUri?: string;
+  /** libvirt agents only; absolute. */
+  storageDir?: string;
 }
 
 /** "host:port" or "[v6]:port" split; undefined when it is neither. */
@@ -130,6 +159,15 @@ const schema = z
       .lt(1, 'must be between 0 and 1, exclusive'),
     backoffInitial: seconds(),
     backoffMax: seconds(),
+    libvirtUri: z
+      .string()
+      .regex(
+        /^[a-z][a-z0-9+.-]*:\/\//,
+        'must be a libvirt connection URI such as qemu:///system or test:///default',
+      )
+      .optional(),
+    // Its paths go into domain XML, where libvirt takes only absolute ones.
+    storageDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
   })
   .refine((c) => c.backoffMax >= c.backoffInitial, {
     path: ['backoffMax'],
@@ -163,7 +201,10 @@ function invalid(problems: string[]): LoamError {
   return new LoamError('Invalid', `invalid agent configuration: ${problems.join('; ')}`);
 }
 
-function parseFile(file: { path: string; text: string }): Record<string, unknown> {
+function parseFile(
+  file: { path: string; text: string },
+  keys: readonly SettingKey[],
+): Record<string, unknown> {
   let values: unknown;
   try {
     values = YAML.parse(file.text);
@@ -172,12 +213,12 @@ function parseFile(file: { path: string; text: string }): Record<string, unknown
   }
   if (values === null || values === undefined) return {};
   if (typeof values !== 'object' || Array.isArray(values)) {
-    throw invalid([`${file.path}: must be a mapping of settings (${settingKeys.join(', ')})`]);
+    throw invalid([`${file.path}: must be a mapping of settings (${keys.join(', ')})`]);
   }
-  const unknown = Object.keys(values).filter((key) => !(settingKeys as string[]).includes(key));
+  const unknown = Object.keys(values).filter((key) => !(keys as string[]).includes(key));
   if (unknown.length > 0) {
     throw invalid(
-      unknown.map((key) => `${key} in ${file.path}: unknown setting (known: ${settingKeys.join(', ')})`),
+      unknown.map((key) => `${key} in ${file.path}: unknown setting (known: ${keys.join(', ')})`),
     );
   }
   return values as Record<string, unknown>;
@@ -185,12 +226,13 @@ function parseFile(file: { path: string; text: string }): Record<string, unknown
 
 /** The configuration of a `role` agent from its sources; a LoamError naming each bad setting. */
 export function resolveAgentConfig(role: AgentRole, sources: ConfigSources): AgentConfig {
-  const fileValues = sources.file ? parseFile(sources.file) : {};
+  const keys = settingKeysFor(role);
+  const fileValues = sources.file ? parseFile(sources.file, keys) : {};
   // Hostnames are often FQDNs or mixed case; an agent's name is one lower-case label.
   const defaultName = sources.hostname.split('.')[0]?.toLowerCase();
   const raw: Record<string, unknown> = {};
   const origins = new Map<SettingKey, Origin>();
-  for (const key of settingKeys) {
+  for (const key of keys) {
     const env = sources.env[envName(key)];
     const candidates: [unknown, Origin][] = [
       [sources.flags[key], { kind: 'flag' }],

@@ -11,10 +11,15 @@ import { AgentHubDouble, removeDir, tempDataDir } from './hub-double.js';
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const loam = `${root}bin/loam`;
 
-function agentArgs(hub: AgentHubDouble, dataDir: string, extra: string[] = []): string[] {
+function agentArgs(
+  hub: AgentHubDouble,
+  dataDir: string,
+  extra: string[] = [],
+  role: 'network' | 'libvirt' = 'network',
+): string[] {
   return [
     'agent',
-    'network',
+    role,
     '--server',
     hub.address,
     '--token',
@@ -91,6 +96,55 @@ describe('loam agent', () => {
     assert.doesNotMatch(output, /PRIVATE KEY/);
   });
 
+  it('runs the libvirt driver for the libvirt role: facts, capabilities and jobs', async () => {
+    const storageDir = `${dataDir}/storage`;
+    const args = agentArgs(
+      hub,
+      dataDir,
+      ['--libvirt-uri', 'test:///default', '--storage-dir', storageDir],
+      'libvirt',
+    );
+    const started = spawn(loam, args, {
+      env: { ...process.env, LOAM_AGENT_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child = started;
+    let output = '';
+    started.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk;
+    });
+    started.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk;
+    });
+    await pollUntil(() => hub.sessions.length === 1, {
+      timeoutMs: 15_000,
+      what: `a session; output: ${output}`,
+    });
+    const session = hub.sessions[0];
+    assert.equal(session?.peer.subject.O, 'libvirt');
+    assert.deepEqual(session?.hello.capabilities, ['tcg']);
+    assert.equal(session?.hello.facts.domainType, 'qemu');
+    assert.match(session?.hello.facts.libvirtVersion ?? '', /^libvirt /);
+    // The test driver's own domain carries no Loam metadata.
+    assert.deepEqual(session?.hello.inventory, []);
+
+    const metadata = {
+      name: 'web',
+      namespace: 'default',
+      uid: '6c0a0000-0000-4000-8000-000000000001',
+      generation: 1,
+    };
+    hub.dispatch({ id: 'd1', type: 'instance.delete', object: { kind: 'Instance', metadata } });
+    const result = await hub.result('d1');
+    assert.equal(result.code, status.OK, result.message);
+    assert.deepEqual(JSON.parse(result.observedJson.toString()), { state: 'absent', deleted: true });
+
+    const exited = once(started, 'exit');
+    started.kill('SIGTERM');
+    const [code] = await exited;
+    assert.equal(code, 0, output);
+  });
+
   it('exits non-zero in one line when the pin does not match, having sent nothing', async () => {
     const wrongPin = caPin(createCertificateAuthority('elsewhere').certPem);
     const args = agentArgs(hub, dataDir);
@@ -150,9 +204,14 @@ describe('loam agent', () => {
       '--config',
       '--metrics-address',
       '--log-level',
+      '--libvirt-uri',
+      '--storage-dir',
     ]) {
       assert.match(res.stdout, new RegExp(flag));
     }
     assert.match(res.stdout, /LOAM_AGENT_CA_PIN/);
+    assert.match(res.stdout, /LOAM_AGENT_LIBVIRT_URI/);
+    const network = spawnSync(loam, ['agent', 'network', '--help'], { encoding: 'utf8', timeout: 15_000 });
+    assert.doesNotMatch(network.stdout, /--libvirt-uri|--storage-dir/);
   });
 });

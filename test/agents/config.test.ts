@@ -43,6 +43,29 @@ describe('agent configuration', () => {
     );
   });
 
+  it('gives the libvirt role, and only it, the libvirt settings', () => {
+    const config = resolveAgentConfig('libvirt', sources({ flags: required }));
+    assert.equal(config.libvirtUri, 'qemu:///system');
+    assert.equal(config.storageDir, '/var/lib/loam/libvirt');
+    const fromEnv = resolveAgentConfig(
+      'libvirt',
+      sources({
+        flags: required,
+        env: { LOAM_AGENT_LIBVIRT_URI: 'test:///default', LOAM_AGENT_STORAGE_DIR: '/srv/loam' },
+      }),
+    );
+    assert.equal(fromEnv.libvirtUri, 'test:///default');
+    assert.equal(fromEnv.storageDir, '/srv/loam');
+    assert.throws(
+      () =>
+        resolveAgentConfig(
+          'network',
+          sources({ flags: required, file: { path: 'a.yaml', text: 'storageDir: /srv' } }),
+        ),
+      /storageDir in a.yaml: unknown setting/,
+    );
+  });
+
   const precedence: { name: string; input: Partial<ConfigSources>; want: Partial<AgentConfig> }[] = [
     {
       name: 'a flag wins over the environment and the file',
@@ -179,6 +202,16 @@ describe('agent configuration', () => {
       name: 'a bad metrics address',
       input: { flags: { ...required, metricsAddress: 'localhost' } },
       error: /--metrics-address: must be host:port/,
+    },
+    {
+      name: 'a libvirt URI that is no URI',
+      input: { flags: { ...required, libvirtUri: 'system' } },
+      error: /--libvirt-uri: must be a libvirt connection URI/,
+    },
+    {
+      name: 'a relative storage dir',
+      input: { flags: required, env: { LOAM_AGENT_STORAGE_DIR: 'loam' } },
+      error: /LOAM_AGENT_STORAGE_DIR: must be an absolute path/,
     },
     {
       name: 'an unknown key in the file',
