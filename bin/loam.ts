@@ -2,14 +2,17 @@
  * The `loam` command line. Thin: each command parses its flags with commander and calls into the
  * modules that do the work.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+import { openLibvirtDriver } from '../agents/libvirt/driver.js';
 import { defaultRouterName, renderManifests } from '../agents/network/render.js';
 import { registerAgentCommands } from '../agents/runtime/cli.js';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
+import type { LocalAgent } from '../controllers/local-agents.js';
 import { createBootstrapToken, joinCommand } from '../controllers/pki/bootstrap-tokens.js';
 import { type AgentRole, agentRoles, caPin } from '../controllers/pki/certificates.js';
 import { loadCertificateAuthority, loadTokenSigningKey } from '../controllers/pki/files.js';
@@ -116,6 +119,48 @@ program
 const defaultDataDir =
   process.env.LOAM_DATA_DIR ?? (process.getuid?.() === 0 ? '/var/lib/loam' : `${homedir()}/.loam`);
 
+/** Whether `command` is an executable in a PATH directory. */
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, command), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * The agents `loam up` runs for this machine: a libvirt agent where libvirt's virsh is installed
+ * (the network agent joins when its drivers land). One that cannot start is reported and left out.
+ */
+async function localAgents(options: {
+  dataDir: string;
+  libvirtUri: string;
+  storageDir?: string;
+  logLevel: string;
+}): Promise<LocalAgent[]> {
+  if (!onPath('virsh')) {
+    process.stderr.write(
+      'virsh is not installed: no local libvirt agent (join hypervisors with loam token create)\n',
+    );
+    return [];
+  }
+  const logger = pino({ level: options.logLevel });
+  try {
+    const { driver, close } = await openLibvirtDriver({
+      uri: options.libvirtUri,
+      storageDir: options.storageDir ?? join(options.dataDir, 'libvirt'),
+      logger,
+    });
+    return [{ role: 'libvirt', driver, close, metricsAddress: '127.0.0.1:9470' }];
+  } catch (err) {
+    process.stderr.write(`the local libvirt agent cannot start: ${(err as Error).message}\n`);
+    return [];
+  }
+}
+
 function hostPort(value: string): { host: string; port: number } {
   const match = /^(.*):(\d+)$/.exec(value);
   const port = Number(match?.[2]);
@@ -155,6 +200,16 @@ program
   .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs, for --store etcd', '')
   .option('--tls-san <name>', 'extra DNS name or IP for the serving certificate; repeatable', collect, [])
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug, trace', 'info')
+  .option('--no-local-agents', "don't run this machine's libvirt agent inside loam up")
+  .option(
+    '--libvirt-uri <uri>',
+    "the local libvirt agent's connection (test:///default: libvirt's test driver)",
+    'qemu:///system',
+  )
+  .option(
+    '--storage-dir <dir>',
+    'where the local libvirt agent keeps images and disks (default <data-dir>/libvirt)',
+  )
   .action(
     async (options: {
       dataDir: string;
@@ -164,6 +219,9 @@ program
       etcdEndpoints: string;
       tlsSan: string[];
       logLevel: string;
+      localAgents: boolean;
+      libvirtUri: string;
+      storageDir?: string;
     }) => {
       const etcdEndpoints = options.etcdEndpoints.split(',').filter(Boolean);
       if (options.store === 'etcd' && etcdEndpoints.length === 0) {
@@ -179,6 +237,8 @@ program
         logLevel: options.logLevel,
         agentHost: options.agentAddress.host,
         agentPort: options.agentAddress.port,
+        localAgents: options.localAgents ? await localAgents(options) : [],
+        version: pkg.version,
       });
       process.stderr.write(
         `\nLoam is up: ${plane.apiServer.url}\nAgent hub: ${plane.agentAddress} (join agents with: loam token create)\n\n  export KUBECONFIG=${plane.kubeconfigPath}\n  kubectl api-resources --api-group=loam.dev\n  kubectl apply -f crds/samples/network.yaml\n  kubectl get networks,instances -A\n\n`,

@@ -20,6 +20,8 @@ export interface LocalAgent {
   driver: Driver;
   /** Where its /metrics and /healthz listen; port 0 picks a free port. */
   metricsAddress: string;
+  /** Releases what the driver holds (a virsh session), once the agent has stopped. */
+  close?: () => Promise<void>;
 }
 
 export interface LocalAgentsOptions {
@@ -40,7 +42,7 @@ function machineName(): string {
 }
 
 export async function startLocalAgents(options: LocalAgentsOptions): Promise<{ stop(): Promise<void> }> {
-  const running: Agent[] = [];
+  const running: { agent: Agent; local: LocalAgent }[] = [];
   for (const local of options.agents) {
     const dataDir = join(options.dataDir, 'agents', local.role);
     const enrolled = loadIdentity(dataDir) !== undefined;
@@ -68,11 +70,16 @@ export async function startLocalAgents(options: LocalAgentsOptions): Promise<{ s
     const logger = options.logger.child({ component: `${local.role}-agent` });
     const agent = new Agent({ config, driver: local.driver, logger, version: options.version });
     agent.run().catch((err: unknown) => logger.error({ err }, 'the local agent stopped'));
-    running.push(agent);
+    running.push({ agent, local });
   }
   return {
     async stop() {
-      await Promise.all(running.map((agent) => agent.stop()));
+      await Promise.all(
+        running.map(async ({ agent, local }) => {
+          await agent.stop();
+          await local.close?.();
+        }),
+      );
     },
   };
 }

@@ -30,9 +30,12 @@ import type {
   JobOutcome,
   ResourceRef,
 } from '../runtime/driver.js';
+import { ArtifactCache } from './artifacts.js';
 import { type DomainFacts, type DomainInputs, type DomainType, parseDomainXml } from './domain-xml.js';
 import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from './hypervisor.js';
 import { DomainJobs, type ObservedDomain } from './jobs.js';
+import { preflight } from './preflight.js';
+import { Virsh } from './virsh.js';
 
 /** A file fetched by URL into a local cache and checked against its sha256; resolves to its path. */
 export interface ArtifactFetcher {
@@ -415,4 +418,30 @@ function qemuImg(args: string[], signal: AbortSignal): Promise<string> {
       },
     );
   });
+}
+
+/**
+ * The libvirt driver for `uri`, with its artifact cache under `storageDir`/cache. libvirt's test
+ * driver keeps its state in the client, so it needs one long-lived virsh (session mode); it runs
+ * no guests, so there is nothing to probe. `close` ends virsh once the agent has stopped.
+ */
+export async function openLibvirtDriver(options: {
+  uri: string;
+  storageDir: string;
+  logger: Logger;
+}): Promise<{ driver: LibvirtDriver; close: () => Promise<void> }> {
+  const { uri, storageDir, logger } = options;
+  const testDriver = uri.startsWith('test:');
+  const hypervisor = new Virsh({ uri, session: testDriver });
+  let domainType: DomainType = 'qemu';
+  if (!testDriver) {
+    const checked = await preflight({ hypervisor, storageDir });
+    domainType = checked.domainType;
+    for (const condition of checked.conditions) {
+      if (condition.status !== 'True') logger.warn({ preflight: condition }, condition.message);
+    }
+  }
+  const artifacts = new ArtifactCache({ dir: join(storageDir, 'cache'), logger });
+  const driver = new LibvirtDriver({ hypervisor, storageDir, artifacts, domainType, logger });
+  return { driver, close: () => hypervisor.close() };
 }

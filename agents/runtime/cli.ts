@@ -4,17 +4,12 @@
  * The libvirt role runs the libvirt driver; the network role runs the placeholder driver until
  * its driver lands.
  */
-import { join } from 'node:path';
 import type { Command } from 'commander';
-import { type Logger, pino } from 'pino';
+import { pino } from 'pino';
 import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.js';
-import { ArtifactCache } from '../libvirt/artifacts.js';
-import { LibvirtDriver } from '../libvirt/driver.js';
-import { preflight } from '../libvirt/preflight.js';
-import { Virsh } from '../libvirt/virsh.js';
+import { openLibvirtDriver } from '../libvirt/driver.js';
 import { Agent } from './agent.js';
 import {
-  type AgentConfig,
   agentSettings,
   configFileEnv,
   defaultFor,
@@ -24,7 +19,6 @@ import {
   type SettingKey,
   settingKeysFor,
 } from './config.js';
-import type { Driver } from './driver.js';
 import { placeholderDriver } from './placeholder-driver.js';
 
 const roleDescriptions: Record<AgentRole, string> = {
@@ -63,7 +57,11 @@ async function runAgent(
   const logger = pino({ level: config.logLevel });
   const { driver, close } =
     role === 'libvirt'
-      ? await libvirtDriver(config, logger)
+      ? await openLibvirtDriver({
+          uri: config.libvirtUri ?? agentSettings.libvirtUri.default,
+          storageDir: config.storageDir ?? agentSettings.storageDir.default,
+          logger,
+        })
       : { driver: placeholderDriver(role), close: async () => {} };
   const agent = new Agent({ config, driver, logger, version });
   let signals = 0;
@@ -84,31 +82,4 @@ async function runAgent(
     process.off('SIGTERM', onSignal);
     await close();
   }
-}
-
-/**
- * The libvirt driver for the configured URI. libvirt's test driver keeps its state in the client,
- * so it needs one long-lived virsh (session mode); it runs no guests, so there is nothing to probe.
- */
-async function libvirtDriver(
-  config: AgentConfig,
-  logger: Logger,
-): Promise<{ driver: Driver; close: () => Promise<void> }> {
-  const {
-    libvirtUri: uri = agentSettings.libvirtUri.default,
-    storageDir = agentSettings.storageDir.default,
-  } = config;
-  const testDriver = uri.startsWith('test:');
-  const hypervisor = new Virsh({ uri, session: testDriver });
-  let domainType: 'kvm' | 'qemu' = 'qemu';
-  if (!testDriver) {
-    const checked = await preflight({ hypervisor, storageDir });
-    domainType = checked.domainType;
-    for (const condition of checked.conditions) {
-      if (condition.status !== 'True') logger.warn({ preflight: condition }, condition.message);
-    }
-  }
-  const artifacts = new ArtifactCache({ dir: join(storageDir, 'cache'), logger });
-  const driver = new LibvirtDriver({ hypervisor, storageDir, artifacts, domainType, logger });
-  return { driver, close: () => hypervisor.close() };
 }

@@ -12,6 +12,8 @@ export interface LoamOptions {
   port?: number;
   /** The agent hub's port; 0 (default) picks a free port. */
   agentPort?: number;
+  /** Run this machine's libvirt agent on this libvirt URI; without it, --no-local-agents. */
+  libvirtUri?: string;
 }
 
 export class LoamProcess {
@@ -37,6 +39,7 @@ export class LoamProcess {
       'warn',
     ];
     if (options.etcdEndpoints) args.push('--etcd-endpoints', options.etcdEndpoints.join(','));
+    args.push(...(options.libvirtUri ? ['--libvirt-uri', options.libvirtUri] : ['--no-local-agents']));
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     const url = await new Promise<string>((resolve, reject) => {
