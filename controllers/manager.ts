@@ -100,6 +100,12 @@ export async function startControllers(options: ControllerManagerOptions): Promi
     for (const instance of instances.list()) instanceController.enqueue(instance);
     for (const network of networks.list()) networkController.enqueue(network);
     for (const peer of peers.list()) peerController.enqueue(peer);
+    // The peers of labelled Secrets too: a Secret whose peer went while no leader ran is removed.
+    for (const secret of secrets.list()) {
+      const peer = secret.metadata?.labels?.[peerLabel];
+      if (peer)
+        peerController.enqueue({ metadata: { namespace: secret.metadata?.namespace ?? '', name: peer } });
+    }
     logger.info('controllers started');
     return {
       agents,

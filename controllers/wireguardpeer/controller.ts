@@ -106,6 +106,7 @@ export class WireGuardPeerController {
       networks.get(peer.spec.network, peer.metadata.namespace) as Network | undefined;
 
     const onPeer = (obj: KubernetesObject) => {
+      queue.add(objectKey(obj)); // a deleted peer is no longer in the list
       for (const peer of peers.list(obj.metadata?.namespace) as WireGuardPeer[]) enqueue(peer);
     };
     for (const event of ['add', 'update', 'delete'] as const) peers.on(event, onPeer);
@@ -141,8 +142,12 @@ export class WireGuardPeerController {
   private async reconcile(key: string, logger: Logger): Promise<undefined> {
     const [namespace = '', name = ''] = key.split('/');
     const peer = this.peers.get(name, namespace);
-    // No finalizer: garbage collection removes the Secret, the Network controller the router's peer.
-    if (!peer) return undefined;
+    // No finalizer: the Network controller takes the peer off the router, and this removes the
+    // Secret the peer owned (Loam's API server has no garbage collector; a cluster's would too).
+    if (!peer) {
+      for (const orphan of this.ownedSecrets(namespace, name)) await this.deleteSecret(orphan);
+      return undefined;
+    }
     const secret = this.secrets.get(configSecretName(peer), namespace);
     return this.reconcilePeer(peer, secret, logger);
   }
@@ -195,6 +200,18 @@ export class WireGuardPeerController {
     }
     for (const event of result.events) this.options.events.record(current, event);
     return undefined;
+  }
+
+  /** The Secrets a WireGuardPeer of this name controls (any uid: the peer is gone). */
+  private ownedSecrets(namespace: string, name: string): Secret[] {
+    return (this.options.secrets.list(namespace) as Secret[]).filter(
+      (secret) =>
+        secret.metadata.labels?.[peerLabel] === name &&
+        (secret.metadata.ownerReferences ?? []).some(
+          (owner) =>
+            owner.controller === true && owner.kind === wireguardPeerKind.kind && owner.name === name,
+        ),
+    );
   }
 
   private async createSecret(secret: Secret): Promise<void> {

@@ -314,6 +314,25 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
     );
   });
 
+  it('takes a deleted peer off the router and removes its Secret', async () => {
+    await remove('wireguardpeers', 'laptop');
+    await pollUntil(() => applied().at(-1)?.peers?.length === 0, {
+      timeoutMs: 20_000,
+      what: 'a network.apply without the peer',
+    });
+    await pollUntil(
+      async () => {
+        try {
+          await core.readNamespacedSecret({ name: 'laptop-wireguard', namespace });
+          return false;
+        } catch (err) {
+          return err instanceof k8s.ApiException && err.code === 404;
+        }
+      },
+      { timeoutMs: 20_000, what: 'the Secret with the private key to go' },
+    );
+  });
+
   it('holds a deleted Network while an Instance attaches, then deletes it from the router', async () => {
     await remove('networks', 'lab');
     const held = await until<Network>(
