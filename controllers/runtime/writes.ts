@@ -16,6 +16,8 @@ import type { KindInfo } from '../../crds/kind.js';
 import type { ApiObject } from './controller.js';
 
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+/** Whom managedFields name for the controllers' writes. */
+export const controllerFieldManager = 'loam-controller';
 
 export class ObjectWriter {
   private readonly custom: CustomObjectsApi;
@@ -28,7 +30,14 @@ export class ObjectWriter {
   async replaceStatus<T extends ApiObject>(kind: KindInfo, object: T, status: unknown): Promise<T> {
     const body = { ...object, status };
     const { namespace = '', name = '' } = object.metadata ?? {};
-    const target = { group: kind.group, version: kind.version, plural: kind.plural, name, body };
+    const target = {
+      group: kind.group,
+      version: kind.version,
+      plural: kind.plural,
+      name,
+      body,
+      fieldManager: controllerFieldManager,
+    };
     return (await (kind.scope === 'Namespaced'
       ? this.custom.replaceNamespacedCustomObjectStatus({ ...target, namespace })
       : this.custom.replaceClusterCustomObjectStatus(target))) as T;
@@ -38,7 +47,14 @@ export class ObjectWriter {
   async replaceFinalizers<T extends ApiObject>(kind: KindInfo, object: T, finalizers: string[]): Promise<T> {
     const { namespace = '', name = '', resourceVersion } = object.metadata ?? {};
     const body = { metadata: { finalizers, resourceVersion } };
-    const target = { group: kind.group, version: kind.version, plural: kind.plural, name, body };
+    const target = {
+      group: kind.group,
+      version: kind.version,
+      plural: kind.plural,
+      name,
+      body,
+      fieldManager: controllerFieldManager,
+    };
     return (await (kind.scope === 'Namespaced'
       ? this.custom.patchNamespacedCustomObject({ ...target, namespace }, mergePatch)
       : this.custom.patchClusterCustomObject(target, mergePatch))) as T;

@@ -23,7 +23,7 @@ import { observedRouter } from '../network/controller.js';
 import type { AgentState } from '../runtime/agent-state.js';
 import { AssumedObjects } from '../runtime/assumed.js';
 import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
-import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
+import { controllerFieldManager, type EventRecorder, type ObjectWriter } from '../runtime/writes.js';
 import { generateKeyPair } from './client-config.js';
 import { configSecretName, peerLabel, reconcileWireGuardPeer } from './reconcile.js';
 
@@ -216,13 +216,22 @@ export class WireGuardPeerController {
 
   private async createSecret(secret: Secret): Promise<void> {
     const namespace = secret.metadata.namespace ?? '';
-    await this.core.createNamespacedSecret({ namespace, body: asV1Secret(secret) });
+    await this.core.createNamespacedSecret({
+      namespace,
+      body: asV1Secret(secret),
+      fieldManager: controllerFieldManager,
+    });
   }
 
   /** Replaces with the resourceVersion read, so a stale cache ends in a conflict, never a lost key. */
   private async replaceSecret(secret: Secret): Promise<Secret> {
     const { name = '', namespace = '' } = secret.metadata;
-    return (await this.core.replaceNamespacedSecret({ name, namespace, body: asV1Secret(secret) })) as Secret;
+    return (await this.core.replaceNamespacedSecret({
+      name,
+      namespace,
+      body: asV1Secret(secret),
+      fieldManager: controllerFieldManager,
+    })) as Secret;
   }
 
   private async deleteSecret(secret: Secret): Promise<void> {

@@ -116,6 +116,7 @@ describe('Instances end to end, with a recording hypervisor', function () {
     dir = tempDir('instances');
     agentPort = await freePort();
     plane = await startPlane(join(dir, 'plane'), {
+      controllers: true,
       agentPort,
       jobDeadlineMs: 5_000,
       hub: { disconnectGraceSeconds: 2 },
@@ -240,6 +241,7 @@ describe('Instances end to end, with a recording hypervisor', function () {
     });
 
     plane = await startPlane(join(dir, 'plane'), {
+      controllers: true,
       agentPort,
       jobDeadlineMs: 5_000,
       hub: { disconnectGraceSeconds: 2 },
@@ -326,6 +328,33 @@ describe('Instances end to end, with a recording hypervisor', function () {
     );
     assert.equal(new Set(running).size, 200, 'no address handed out twice');
     assert.ok(running.every((a) => a?.startsWith('10.30.0.')));
+
+    // Delete a quarter and create as many new ones at once: the freed addresses go round again.
+    await Promise.all(
+      names
+        .slice(0, 50)
+        .map((name) =>
+          api.deleteNamespacedCustomObject({ ...group, plural: 'instances', namespace: 'default', name }),
+        ),
+    );
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        api.createNamespacedCustomObject({
+          ...group,
+          plural: 'instances',
+          namespace: 'default',
+          body: instance(`wide-${200 + i}`, { host: 'big', networks: [{ name: 'wide' }] }),
+        }),
+      ),
+    );
+    await pollUntil(
+      async () => {
+        running = await addresses();
+        return running.length === 200 && (await get('wide-0')) === undefined;
+      },
+      { timeoutMs: 60_000, what: () => `200 Running Instances after the churn (${running.length})` },
+    );
+    assert.equal(new Set(running).size, 200, 'still no address twice');
   });
 
   it('says so when a Network is full, and hands a freed address to an Instance that waited', async () => {

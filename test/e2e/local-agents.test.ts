@@ -29,6 +29,7 @@ describe('loam up with local agents', function () {
 
   const start = () =>
     startPlane(join(dir, 'plane'), {
+      controllers: true,
       localAgents: [{ role: 'libvirt', driver: new RecordingHypervisor(), metricsAddress: '127.0.0.1:0' }],
     });
 

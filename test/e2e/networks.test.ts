@@ -187,7 +187,11 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
   before(async () => {
     dir = tempDir('networks');
     const agentPort = await freePort();
-    plane = await startPlane(join(dir, 'plane'), { agentPort, jobDeadlineMs: 5_000 });
+    plane = await startPlane(join(dir, 'plane'), {
+      controllers: true,
+      agentPort,
+      jobDeadlineMs: 5_000,
+    });
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(plane.kubeconfigPath);
     api = kc.makeApiClient(k8s.CustomObjectsApi);

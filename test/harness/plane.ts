@@ -1,4 +1,7 @@
-/** `loam up` in the test process: loopback, free ports, the embedded store, no logs. */
+/**
+ * `loam up` in the test process: loopback, free ports, the embedded store, no logs, and no
+ * controllers unless a test asks (API and hub tests drive objects and jobs by hand).
+ */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +23,7 @@ export function startPlane(dataDir: string, options: Partial<UpOptions> = {}): P
     // Loopback and a free port, so planes in one test run never collide.
     agentHost: '127.0.0.1',
     agentPort: 0,
+    controllers: false,
     ...options,
   });
 }
