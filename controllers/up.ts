@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api } from '@kubernetes/client-node';
 import { type DestinationStream, pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { namespaceKind, servedKinds } from '../crds/builtin.js';
@@ -27,6 +27,7 @@ import { type LocalAgent, startLocalAgents } from './local-agents.js';
 import { type ControllerManager, startControllers } from './manager.js';
 import { loadServingPki } from './pki/files.js';
 import { issueKubeconfig } from './pki/kubeconfig.js';
+import { loadKubeConfig } from './runtime/client.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { openStore, startCompactor } from './storage/index.js';
 
@@ -136,8 +137,7 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   writeFileSync(kubeconfigPath, issueKubeconfig(pki.ca, apiServer.url, 'admin', [adminGroup]), {
     mode: 0o600,
   });
-  const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromFile(kubeconfigPath);
+  const kubeConfig = loadKubeConfig(kubeconfigPath);
   const stopApi = async () => {
     compactor.stop();
     namespaces.stop();

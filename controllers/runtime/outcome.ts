@@ -39,13 +39,15 @@ export async function carryOut<T extends ApiObject>(
   const { kind, finalizer, writer, agents, events, assumed } = context;
   const finalizers = object.metadata?.finalizers ?? [];
   if (outcome.finalizer === 'remove') {
-    await writer.replaceFinalizers(
-      kind,
-      object,
-      finalizers.filter((f) => f !== finalizer),
+    // Assumed, so a reconcile before the informer sees the object go finds it released, not
+    // still waiting for a cleanup that is done; its reports are forgotten once it is gone.
+    assumed.assume(
+      await writer.replaceFinalizers(
+        kind,
+        object,
+        finalizers.filter((f) => f !== finalizer),
+      ),
     );
-    const { namespace = '', name = '' } = object.metadata ?? {};
-    agents.clear({ kind: kind.kind, namespace, name });
     for (const event of outcome.events) events.record(object, event);
     context.logger.info('cleanup done; finalizer removed');
     return;
