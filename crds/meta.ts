@@ -257,3 +257,35 @@ export function setCondition(
   if (existing === undefined) return [...current, updated];
   return current.map((condition) => (condition === existing ? updated : condition));
 }
+
+/** A condition a reconcile states, with the Event to record when the condition changes. */
+export interface Finding {
+  condition: Omit<ConditionUpdate, 'observedGeneration'>;
+  event?: { type: 'Normal' | 'Warning'; reason: string };
+}
+
+/**
+ * `previous` with each finding's condition set for `observedGeneration`, and an Event (carrying
+ * the condition's message) for each finding whose condition says something new: a reconcile that
+ * finds what status already says records nothing.
+ */
+export function applyFindings(
+  previous: readonly Condition[] | undefined,
+  findings: readonly Finding[],
+  observedGeneration: number,
+  now: Date,
+): { conditions: Condition[]; events: { type: 'Normal' | 'Warning'; reason: string; message: string }[] } {
+  const conditions = findings.reduce(
+    (all, { condition }) => setCondition(all, { ...condition, observedGeneration }, now),
+    previous ?? [],
+  );
+  const events = findings.flatMap(({ condition, event }) => {
+    const before = getCondition(previous, condition.type);
+    const changed =
+      before?.status !== condition.status ||
+      before.reason !== condition.reason ||
+      before.message !== condition.message;
+    return event && changed ? [{ ...event, message: condition.message }] : [];
+  });
+  return { conditions: [...conditions], events };
+}

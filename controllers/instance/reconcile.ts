@@ -40,7 +40,7 @@
  */
 
 import { isDeepStrictEqual } from 'node:util';
-import { type ConditionUpdate, getCondition, setCondition } from '../../crds/meta.js';
+import { applyFindings, type Finding, getCondition } from '../../crds/meta.js';
 import { parseQuantity } from '../../crds/quantity.js';
 import type {
   Host,
@@ -161,12 +161,6 @@ export function reconcileInstance(input: InstanceReconcileInput): InstanceReconc
     return protectedByUs ? reconcileDeletion(input) : { jobs: [], events: [] };
   }
   return { ...(protectedByUs ? {} : { finalizer: 'add' }), ...conclude(input, decide(input)) };
-}
-
-/** A condition this reconcile states, with the Event to record when the condition changes. */
-interface Finding {
-  condition: Omit<ConditionUpdate, 'observedGeneration'>;
-  event?: { type: InstanceEvent['type']; reason: string };
 }
 
 /** What a reconcile decided, before it is compared with the stored status. */
@@ -409,9 +403,11 @@ function conclude(
 ): Pick<InstanceReconcileResult, 'status' | 'jobs' | 'events'> {
   const previous = input.instance.status;
   const observedGeneration = generationOf(input.instance);
-  const conditions = outcome.findings.reduce(
-    (all, { condition }) => setCondition(all, { ...condition, observedGeneration }, input.now),
-    previous?.conditions ?? [],
+  const { conditions, events } = applyFindings(
+    previous?.conditions,
+    outcome.findings,
+    observedGeneration,
+    input.now,
   );
   const status: InstanceStatus = {
     phase: outcome.phase,
@@ -420,14 +416,6 @@ function conclude(
     conditions,
     observedGeneration,
   };
-  const events = outcome.findings.flatMap(({ condition, event }): InstanceEvent[] => {
-    const before = getCondition(previous?.conditions, condition.type);
-    const changed =
-      before?.status !== condition.status ||
-      before.reason !== condition.reason ||
-      before.message !== condition.message;
-    return event && changed ? [{ ...event, message: condition.message }] : [];
-  });
   return {
     ...(isDeepStrictEqual(status, previous) ? {} : { status }),
     jobs: outcome.jobs,

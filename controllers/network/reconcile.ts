@@ -58,7 +58,7 @@
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { ipv4ToNumber } from '../../crds/ip.js';
-import { type ConditionUpdate, getCondition, setCondition } from '../../crds/meta.js';
+import { applyFindings, type Finding, getCondition } from '../../crds/meta.js';
 import type {
   Instance,
   Network,
@@ -208,12 +208,6 @@ export function reconcileNetwork(input: NetworkReconcileInput): NetworkReconcile
     return protectedByUs ? reconcileDeletion(input) : { jobs: [], events: [] };
   }
   return { ...(protectedByUs ? {} : { finalizer: 'add' }), ...conclude(input, decide(input)) };
-}
-
-/** A condition this reconcile states, with the Event to record when the condition changes. */
-interface Finding {
-  condition: Omit<ConditionUpdate, 'observedGeneration'>;
-  event?: { type: NetworkEvent['type']; reason: string };
 }
 
 /** What a reconcile decided, before it is compared with the stored status. */
@@ -443,9 +437,11 @@ function conclude(
 ): Pick<NetworkReconcileResult, 'status' | 'jobs' | 'events'> {
   const previous = input.network.status;
   const observedGeneration = generationOf(input.network);
-  const conditions = outcome.findings.reduce(
-    (all, { condition }) => setCondition(all, { ...condition, observedGeneration }, input.now),
-    previous?.conditions ?? [],
+  const { conditions, events } = applyFindings(
+    previous?.conditions,
+    outcome.findings,
+    observedGeneration,
+    input.now,
   );
   const status: NetworkStatus = {
     phase: outcome.phase,
@@ -456,14 +452,6 @@ function conclude(
     conditions,
     observedGeneration,
   };
-  const events = outcome.findings.flatMap(({ condition, event }): NetworkEvent[] => {
-    const before = getCondition(previous?.conditions, condition.type);
-    const changed =
-      before?.status !== condition.status ||
-      before.reason !== condition.reason ||
-      before.message !== condition.message;
-    return event && changed ? [{ ...event, message: condition.message }] : [];
-  });
   return {
     ...(isDeepStrictEqual(status, previous) ? {} : { status }),
     jobs: outcome.jobs,
