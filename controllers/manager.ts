@@ -15,10 +15,10 @@ import {
   wireguardPeerKind,
 } from '../crds/v1alpha1/index.js';
 import type { Hub } from './hub/hub.js';
-import { type Cache, InstanceController } from './instance/controller.js';
+import { InstanceController } from './instance/controller.js';
 import { NetworkController } from './network/controller.js';
 import { AgentState } from './runtime/agent-state.js';
-import { startInformer } from './runtime/controller.js';
+import { type Cache, startInformer } from './runtime/controller.js';
 import { EventRecorder, ObjectWriter } from './runtime/writes.js';
 import { WireGuardPeerController } from './wireguardpeer/controller.js';
 import { peerLabel } from './wireguardpeer/reconcile.js';

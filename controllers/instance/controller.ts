@@ -10,13 +10,13 @@
  * status write carries the resourceVersion the decision was made on, so a decision on stale data
  * (another control plane's write, say) fails with 409 and is made again.
  */
-import type { Informer, KubernetesObject, ObjectCache } from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
 import type { AgentState, ObjectRef } from '../runtime/agent-state.js';
-import { AssumedObjects } from '../runtime/assumed.js';
-import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
+import { type Cache, objectKey } from '../runtime/controller.js';
+import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
 import { Serialized } from '../runtime/serialized.js';
 import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
@@ -26,8 +26,6 @@ import {
   type ObservedInstance,
   reconcileInstance,
 } from './reconcile.js';
-
-export type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 
 export interface InstanceControllerOptions {
   instances: Cache<KubernetesObject>;
@@ -70,38 +68,21 @@ function asObservedInstance(observed: unknown): ObservedInstance | undefined {
     : undefined;
 }
 
-export class InstanceController {
-  private readonly controller: Controller;
-  private readonly instances: AssumedObjects<Instance>;
+export class InstanceController extends ObjectController<Instance> {
   /** Reconciles that may schedule or allocate, one at a time. */
   private readonly allocation = new Serialized();
   private readonly jobDeadlineMs: number;
 
   constructor(private readonly options: InstanceControllerOptions) {
-    this.jobDeadlineMs = options.jobDeadlineMs ?? defaultJobDeadlineMs;
-    this.instances = new AssumedObjects<Instance>({
-      get: (name, namespace) => options.instances.get(name, namespace) as Instance | undefined,
-    });
-    this.controller = new Controller({
+    super({
       name: 'instance',
-      reconcile: (key, logger) => this.reconcile(key, logger),
+      cache: options.instances,
       workers: options.workers ?? 4,
       logger: options.logger,
       registry: options.registry,
     });
+    this.jobDeadlineMs = options.jobDeadlineMs ?? defaultJobDeadlineMs;
     this.watch();
-  }
-
-  start(): void {
-    this.controller.start();
-  }
-
-  enqueue(object: ApiObject): void {
-    this.controller.queue.add(objectKey(object));
-  }
-
-  stop(): Promise<void> {
-    return this.controller.stop();
   }
 
   private watch(): void {
@@ -143,9 +124,9 @@ export class InstanceController {
     });
   }
 
-  private async reconcile(key: string, logger: Logger): Promise<undefined> {
+  protected async reconcile(key: string, logger: Logger): Promise<undefined> {
     const [namespace = '', name = ''] = key.split('/');
-    let instance = this.instances.get(name, namespace);
+    let instance = this.objects.get(name, namespace);
     if (!instance) {
       this.options.agents.clear(instanceRef(namespace, name));
       return undefined;
@@ -158,9 +139,9 @@ export class InstanceController {
         ...finalizers,
         instanceFinalizer,
       ]);
-      this.instances.assume(instance);
+      this.objects.assume(instance);
     }
-    return this.allocation.run(() => this.reconcileInstance(this.instances.get(name, namespace), logger));
+    return this.allocation.run(() => this.reconcileInstance(this.objects.get(name, namespace), logger));
   }
 
   private async reconcileInstance(instance: Instance | undefined, logger: Logger): Promise<undefined> {
@@ -177,7 +158,7 @@ export class InstanceController {
       instance,
       hosts: this.options.hosts.list() as Host[],
       networks: this.options.networks.list(namespace) as Network[],
-      instances: this.instances.overlay(this.options.instances.list() as Instance[]),
+      instances: this.objects.overlay(this.options.instances.list() as Instance[]),
       ...observedOn(agents, ref, uid, host),
       connectedAgents: agents.connected('libvirt'),
       inFlight: agents.jobsFor(ref, uid) as InstanceJob[],
@@ -190,7 +171,7 @@ export class InstanceController {
       writer: this.options.writer,
       agents,
       events: this.options.events,
-      assumed: this.instances,
+      assumed: this.objects,
       jobDeadlineMs: this.jobDeadlineMs,
       logger,
     });

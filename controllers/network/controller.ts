@@ -21,10 +21,9 @@ import {
   type Router,
   type WireGuardPeer,
 } from '../../crds/v1alpha1/index.js';
-import type { Cache } from '../instance/controller.js';
 import type { AgentState, ObjectRef, Observation } from '../runtime/agent-state.js';
-import { AssumedObjects } from '../runtime/assumed.js';
-import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
+import { type Cache, objectKey } from '../runtime/controller.js';
+import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
 import { Serialized } from '../runtime/serialized.js';
 import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
@@ -97,37 +96,20 @@ function observedHosts(agents: AgentState, ref: ObjectRef, uid: string): Map<str
   return hosts;
 }
 
-export class NetworkController {
-  private readonly controller: Controller;
-  private readonly networks: AssumedObjects<Network>;
+export class NetworkController extends ObjectController<Network> {
   private readonly placement = new Serialized();
   private readonly jobDeadlineMs: number;
 
   constructor(private readonly options: NetworkControllerOptions) {
-    this.jobDeadlineMs = options.jobDeadlineMs ?? defaultJobDeadlineMs;
-    this.networks = new AssumedObjects<Network>({
-      get: (name, namespace) => options.networks.get(name, namespace) as Network | undefined,
-    });
-    this.controller = new Controller({
+    super({
       name: 'network',
-      reconcile: (key, logger) => this.reconcile(key, logger),
+      cache: options.networks,
       workers: options.workers ?? 2,
       logger: options.logger,
       registry: options.registry,
     });
+    this.jobDeadlineMs = options.jobDeadlineMs ?? defaultJobDeadlineMs;
     this.watch();
-  }
-
-  start(): void {
-    this.controller.start();
-  }
-
-  enqueue(object: ApiObject): void {
-    this.controller.queue.add(objectKey(object));
-  }
-
-  stop(): Promise<void> {
-    return this.controller.stop();
   }
 
   private watch(): void {
@@ -177,15 +159,15 @@ export class NetworkController {
     });
   }
 
-  private reconcile(key: string, logger: Logger): Promise<undefined> {
+  protected reconcile(key: string, logger: Logger): Promise<undefined> {
     const [namespace = '', name = ''] = key.split('/');
-    const network = this.networks.get(name, namespace);
+    const network = this.objects.get(name, namespace);
     if (!network) {
       this.options.agents.clear(networkRef(namespace, name));
       return Promise.resolve(undefined);
     }
     if (!allocates(network)) return this.reconcileNetwork(network, logger);
-    return this.placement.run(() => this.reconcileNetwork(this.networks.get(name, namespace), logger));
+    return this.placement.run(() => this.reconcileNetwork(this.objects.get(name, namespace), logger));
   }
 
   private async reconcileNetwork(network: Network | undefined, logger: Logger): Promise<undefined> {
@@ -200,7 +182,7 @@ export class NetworkController {
     const result = reconcileNetwork({
       network,
       routers: this.options.routers.list() as Router[],
-      networks: this.networks.overlay(this.options.networks.list() as Network[]),
+      networks: this.objects.overlay(this.options.networks.list() as Network[]),
       instances: this.options.instances.list(namespace) as Instance[],
       peers: this.options.peers.list(namespace) as WireGuardPeer[],
       ...(observed ? { observedRouter: observed } : {}),
@@ -224,7 +206,7 @@ export class NetworkController {
         writer: this.options.writer,
         agents,
         events: this.options.events,
-        assumed: this.networks,
+        assumed: this.objects,
         jobDeadlineMs: this.jobDeadlineMs,
         logger,
       },

@@ -24,6 +24,10 @@ export interface ApiObject {
   };
 }
 
+/** An informer and its cache, as startInformer returns them. */
+export type Cache<T extends k8s.KubernetesObject = k8s.KubernetesObject> = k8s.Informer<T> &
+  k8s.ObjectCache<T>;
+
 export interface ReconcileResult {
   /** Look at this key again after this long even if nothing changes (polling). */
   requeueAfterMs?: number;
@@ -189,7 +193,7 @@ export async function startInformer(
   kc: k8s.KubeConfig,
   kind: KindInfo,
   options: { namespace?: string; labelSelector?: string; logger: Logger; signal: AbortSignal },
-): Promise<k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>> {
+): Promise<Cache> {
   const prefix = kind.group ? `/apis/${kind.group}/${kind.version}` : `/api/${kind.version}`;
   const path = `${prefix}${options.namespace ? `/namespaces/${options.namespace}` : ''}/${kind.plural}`;
   const api = k8s.KubernetesObjectApi.makeApiClient(kc);

@@ -18,11 +18,11 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../../crds/builtin.js';
 import { type Network, type WireGuardPeer, wireguardPeerKind } from '../../crds/v1alpha1/index.js';
-import type { Cache } from '../instance/controller.js';
 import { observedRouter } from '../network/controller.js';
 import type { AgentState } from '../runtime/agent-state.js';
 import { AssumedObjects } from '../runtime/assumed.js';
-import { type ApiObject, Controller, objectKey } from '../runtime/controller.js';
+import { type Cache, objectKey } from '../runtime/controller.js';
+import { ObjectController } from '../runtime/object-controller.js';
 import { controllerFieldManager, type EventRecorder, type ObjectWriter } from '../runtime/writes.js';
 import { generateKeyPair } from './client-config.js';
 import { configSecretName, peerLabel, reconcileWireGuardPeer } from './reconcile.js';
@@ -61,40 +61,23 @@ function isAlreadyExists(err: unknown): boolean {
   return err instanceof ApiException && err.code === 409;
 }
 
-export class WireGuardPeerController {
-  private readonly controller: Controller;
-  private readonly peers: AssumedObjects<WireGuardPeer>;
+export class WireGuardPeerController extends ObjectController<WireGuardPeer> {
   private readonly secrets: AssumedObjects<Secret>;
   private readonly core: CoreV1Api;
 
   constructor(private readonly options: WireGuardPeerControllerOptions) {
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.peers = new AssumedObjects<WireGuardPeer>({
-      get: (name, namespace) => options.peers.get(name, namespace) as WireGuardPeer | undefined,
-    });
-    this.secrets = new AssumedObjects<Secret>({
-      get: (name, namespace) => options.secrets.get(name, namespace) as Secret | undefined,
-    });
-    this.controller = new Controller({
+    super({
       name: 'wireguardpeer',
-      reconcile: (key, logger) => this.reconcile(key, logger),
+      cache: options.peers,
       workers: options.workers ?? 2,
       logger: options.logger,
       registry: options.registry,
     });
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.secrets = new AssumedObjects<Secret>({
+      get: (name, namespace) => options.secrets.get(name, namespace) as Secret | undefined,
+    });
     this.watch();
-  }
-
-  start(): void {
-    this.controller.start();
-  }
-
-  enqueue(object: ApiObject): void {
-    this.controller.queue.add(objectKey(object));
-  }
-
-  stop(): Promise<void> {
-    return this.controller.stop();
   }
 
   private watch(): void {
@@ -139,9 +122,9 @@ export class WireGuardPeerController {
     });
   }
 
-  private async reconcile(key: string, logger: Logger): Promise<undefined> {
+  protected async reconcile(key: string, logger: Logger): Promise<undefined> {
     const [namespace = '', name = ''] = key.split('/');
-    const peer = this.peers.get(name, namespace);
+    const peer = this.objects.get(name, namespace);
     // No finalizer: the Network controller takes the peer off the router, and this removes the
     // Secret the peer owned (Loam's API server has no garbage collector; a cluster's would too).
     if (!peer) {
@@ -167,7 +150,7 @@ export class WireGuardPeerController {
     const result = reconcileWireGuardPeer({
       peer,
       networks,
-      peers: this.peers.overlay(this.options.peers.list(namespace) as WireGuardPeer[]),
+      peers: this.objects.overlay(this.options.peers.list(namespace) as WireGuardPeer[]),
       ...(secret ? { secret } : {}),
       freshKeyPair: generateKeyPair(),
       ...(reported ? { routerPeers: reported } : {}),
@@ -196,7 +179,7 @@ export class WireGuardPeerController {
     let current = peer;
     if (result.status) {
       current = await this.options.writer.replaceStatus(wireguardPeerKind, peer, result.status);
-      this.peers.assume(current);
+      this.objects.assume(current);
     }
     for (const event of result.events) this.options.events.record(current, event);
     return undefined;
