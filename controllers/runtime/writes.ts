@@ -28,37 +28,34 @@ export class ObjectWriter {
 
   /** Writes `status` for `object` as read; returns the stored object. */
   async replaceStatus<T extends ApiObject>(kind: KindInfo, object: T, status: unknown): Promise<T> {
-    const body = { ...object, status };
-    const { namespace = '', name = '' } = object.metadata ?? {};
-    const target = {
-      group: kind.group,
-      version: kind.version,
-      plural: kind.plural,
-      name,
-      body,
-      fieldManager: controllerFieldManager,
-    };
+    const target = request(kind, object, { ...object, status });
     return (await (kind.scope === 'Namespaced'
-      ? this.custom.replaceNamespacedCustomObjectStatus({ ...target, namespace })
+      ? this.custom.replaceNamespacedCustomObjectStatus(target)
       : this.custom.replaceClusterCustomObjectStatus(target))) as T;
   }
 
   /** Sets metadata.finalizers of `object` as read; returns the stored object. */
   async replaceFinalizers<T extends ApiObject>(kind: KindInfo, object: T, finalizers: string[]): Promise<T> {
-    const { namespace = '', name = '', resourceVersion } = object.metadata ?? {};
-    const body = { metadata: { finalizers, resourceVersion } };
-    const target = {
-      group: kind.group,
-      version: kind.version,
-      plural: kind.plural,
-      name,
-      body,
-      fieldManager: controllerFieldManager,
-    };
+    const resourceVersion = object.metadata?.resourceVersion;
+    const target = request(kind, object, { metadata: { finalizers, resourceVersion } });
     return (await (kind.scope === 'Namespaced'
-      ? this.custom.patchNamespacedCustomObject({ ...target, namespace }, mergePatch)
+      ? this.custom.patchNamespacedCustomObject(target, mergePatch)
       : this.custom.patchClusterCustomObject(target, mergePatch))) as T;
   }
+}
+
+/** The parameters of a write of `body` to `object` (the namespace is ignored for cluster kinds). */
+function request(kind: KindInfo, object: ApiObject, body: object) {
+  const { namespace = '', name = '' } = object.metadata ?? {};
+  return {
+    group: kind.group,
+    version: kind.version,
+    plural: kind.plural,
+    namespace,
+    name,
+    body,
+    fieldManager: controllerFieldManager,
+  };
 }
 
 export interface RecordedEvent {

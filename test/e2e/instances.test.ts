@@ -5,7 +5,7 @@
  * finalizer, and restarts of the agent and of the control plane while a job is in flight.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import type { Driver } from '../../agents/runtime/driver.js';
@@ -13,10 +13,10 @@ import { placeholderDriver } from '../../agents/runtime/placeholder-driver.js';
 import { gate } from '../../agents/runtime/testing/driver.js';
 import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
-import { caPin } from '../../controllers/pki/certificates.js';
 import type { ControlPlane } from '../../controllers/up.js';
 import type { Instance } from '../../crds/v1alpha1/index.js';
-import { startAgent, type TestAgent } from '../agents/hub-double.js';
+import type { TestAgent } from '../agents/hub-double.js';
+import { joinAgent } from '../harness/join.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
 
@@ -57,23 +57,16 @@ describe('Instances end to end, with a recording hypervisor', function () {
     name: string,
     driver: D = new RecordingHypervisor() as Driver as D,
   ) {
-    const running = startAgent(
-      {
-        role: 'libvirt',
-        server: `127.0.0.1:${agentPort}`,
-        token,
-        caPin: caPin(readFileSync(join(dir, 'plane', 'pki', 'ca.crt'), 'utf8')),
-        dataDir: join(dir, name),
-        name,
-        metricsAddress: '127.0.0.1:0',
-        logLevel: 'silent',
-        renewAt: 0.8,
-        backoff: { initialMs: 50, maxMs: 300 },
-      },
-      { driver, shutdownTimeoutMs: 200 },
-    );
+    const running = await joinAgent({
+      role: 'libvirt',
+      name,
+      driver,
+      planeDir: join(dir, 'plane'),
+      agentPort,
+      token,
+      dataDir: dir,
+    });
     agents.push(running);
-    await pollUntil(() => running.agent.isConnected, { timeoutMs: 15_000, what: `agent ${name} to connect` });
     return running;
   }
 

@@ -6,7 +6,7 @@
  * deletion held while an Instance attaches.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import * as k8s from '@kubernetes/client-node';
@@ -22,10 +22,10 @@ import { RecordingRouter } from '../../agents/runtime/testing/recording-router.j
 import type { NetworkJobObject, ObservedSegment } from '../../controllers/network/reconcile.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
 import type { AgentRole } from '../../controllers/pki/certificates.js';
-import { caPin } from '../../controllers/pki/certificates.js';
 import type { ControlPlane } from '../../controllers/up.js';
 import type { Instance, Network, Router, WireGuardPeer } from '../../crds/v1alpha1/index.js';
-import { startAgent, type TestAgent } from '../agents/hub-double.js';
+import type { TestAgent } from '../agents/hub-double.js';
+import { joinAgent } from '../harness/join.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
 
@@ -122,23 +122,16 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
     agentPort: number,
     token: string,
   ): Promise<TestAgent<D>> {
-    const running = startAgent(
-      {
-        role,
-        server: `127.0.0.1:${agentPort}`,
-        token,
-        caPin: caPin(readFileSync(join(dir, 'plane', 'pki', 'ca.crt'), 'utf8')),
-        dataDir: join(dir, name),
-        name,
-        metricsAddress: '127.0.0.1:0',
-        logLevel: 'silent',
-        renewAt: 0.8,
-        backoff: { initialMs: 50, maxMs: 300 },
-      },
-      { driver, shutdownTimeoutMs: 200 },
-    );
+    const running = await joinAgent({
+      role,
+      name,
+      driver,
+      planeDir: join(dir, 'plane'),
+      agentPort,
+      token,
+      dataDir: dir,
+    });
     agents.push(running);
-    await pollUntil(() => running.agent.isConnected, { timeoutMs: 15_000, what: `agent ${name} to connect` });
     return running;
   }
 
