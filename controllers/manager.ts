@@ -17,6 +17,7 @@ import {
 import type { Hub } from './hub/hub.js';
 import { InstanceController } from './instance/controller.js';
 import { NetworkController } from './network/controller.js';
+import { RouterController } from './router/controller.js';
 import { AgentState } from './runtime/agent-state.js';
 import { type Cache, startInformer } from './runtime/controller.js';
 import { EventRecorder, ObjectWriter } from './runtime/writes.js';
@@ -94,12 +95,14 @@ export async function startControllers(options: ControllerManagerOptions): Promi
       logger,
       registry,
     });
-    const controllers = [instanceController, networkController, peerController];
+    const routerController = new RouterController({ routers, networks, writer, logger, registry });
+    const controllers = [instanceController, networkController, peerController, routerController];
     for (const controller of controllers) controller.start();
     // Everything cached is queued by the informers' initial adds; nothing is missed.
     for (const instance of instances.list()) instanceController.enqueue(instance);
     for (const network of networks.list()) networkController.enqueue(network);
     for (const peer of peers.list()) peerController.enqueue(peer);
+    for (const router of routers.list()) routerController.enqueue(router);
     // The peers of labelled Secrets too: a Secret whose peer went while no leader ran is removed.
     for (const secret of secrets.list()) {
       const peer = secret.metadata?.labels?.[peerLabel];

@@ -34,6 +34,17 @@ export class ObjectWriter {
       : this.custom.replaceClusterCustomObjectStatus(target))) as T;
   }
 
+  /**
+   * Merges `fields` into the status of `object`, whatever its resourceVersion: for a status
+   * another writer keeps too (the hub a Router's), where each owns its own fields.
+   */
+  async patchStatus<T extends ApiObject>(kind: KindInfo, object: T, fields: object): Promise<T> {
+    const target = request(kind, object, { status: fields });
+    return (await (kind.scope === 'Namespaced'
+      ? this.custom.patchNamespacedCustomObjectStatus(target, mergePatch)
+      : this.custom.patchClusterCustomObjectStatus(target, mergePatch))) as T;
+  }
+
   /** Sets metadata.finalizers of `object` as read; returns the stored object. */
   async replaceFinalizers<T extends ApiObject>(kind: KindInfo, object: T, finalizers: string[]): Promise<T> {
     const resourceVersion = object.metadata?.resourceVersion;

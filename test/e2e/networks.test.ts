@@ -170,6 +170,18 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
     return api.deleteNamespacedCustomObject({ ...group, plural, namespace, name });
   }
 
+  /** Waits until Router rt1's status counts `count` Networks. */
+  async function routerServes(count: number): Promise<void> {
+    let rt1: Router | undefined;
+    await pollUntil(
+      async () => {
+        rt1 = (await api.getClusterCustomObject({ ...group, plural: 'routers', name: 'rt1' })) as Router;
+        return rt1.status?.networks === count;
+      },
+      { timeoutMs: 20_000, what: () => `rt1 to serve ${count} Networks: ${JSON.stringify(rt1?.status)}` },
+    );
+  }
+
   /** The objects of the network.apply jobs the router received, oldest first. */
   function applied(): NetworkJobObject[] {
     return router.driver.jobs
@@ -233,6 +245,7 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
     assert.equal(ready.status?.wireguard?.endpoint, '127.0.0.1:51820', 'the endpoint the router reports');
     assert.ok(ready.status?.wireguard?.publicKey, "the router's public key");
     assert.equal(applied().length, 1, 'one network.apply for one Network');
+    await routerServes(1);
   });
 
   it("hands an Instance's address to the router as a static lease", async () => {
@@ -353,5 +366,6 @@ describe('Networks and WireGuard peers end to end, with a recording router', fun
       what: 'the Host to drop the segment',
     });
     assert.equal(hypervisor.driver.domains.running().size, 0, 'the Instance is gone');
+    await routerServes(0);
   });
 });
