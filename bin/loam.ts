@@ -19,6 +19,7 @@ import { loadCertificateAuthority, loadTokenSigningKey } from '../controllers/pk
 import { issueKubeconfig } from '../controllers/pki/kubeconfig.js';
 import { issueToken } from '../controllers/pki/tokens.js';
 import { agentAddressFile, up } from '../controllers/up.js';
+import { peerClientConfig, renderQr } from '../controllers/wireguardpeer/client-command.js';
 import { parseDuration } from '../crds/formats.js';
 import { validateManifests } from '../crds/manifests.js';
 import { routerDrivers } from '../crds/v1alpha1/index.js';
@@ -383,6 +384,43 @@ program
       );
     },
   );
+
+// --- loam wg-config -----------------------------------------------------------------------------
+
+/** --kubeconfig, else $KUBECONFIG (a path list, as for kubectl), else the admin kubeconfig of `loam up`. */
+function loadKubeConfig(file: string | undefined, dataDir: string): KubeConfig {
+  const kubeConfig = new KubeConfig();
+  if (file === undefined && process.env.KUBECONFIG) {
+    kubeConfig.loadFromDefault();
+    return kubeConfig;
+  }
+  const path = file ?? join(dataDir, 'admin.kubeconfig');
+  if (!existsSync(path)) {
+    throw new InvalidArgumentError(`no ${path}: run loam up first, or pass --kubeconfig`);
+  }
+  kubeConfig.loadFromFile(path);
+  return kubeConfig;
+}
+
+program
+  .command('wg-config')
+  .description("print a generated WireGuardPeer's wg-quick client config, from the peer's Secret")
+  .argument('<namespace/peer>', 'the WireGuardPeer, e.g. default/laptop')
+  .option('--qr', 'also print the config as a QR code, after it, for a phone to scan', false)
+  .option(
+    '--kubeconfig <file>',
+    'credentials to read with (default: $KUBECONFIG, else <data-dir>/admin.kubeconfig)',
+  )
+  .option('--data-dir <dir>', 'the control plane data dir (env LOAM_DATA_DIR)', defaultDataDir)
+  .action(async (ref: string, options: { qr: boolean; kubeconfig?: string; dataDir: string }) => {
+    const [namespace, name, ...rest] = ref.split('/');
+    if (!namespace || !name || rest.length > 0) {
+      throw new InvalidArgumentError(`argument "${ref}" is not NAMESPACE/PEER, e.g. default/laptop`);
+    }
+    const kubeConfig = loadKubeConfig(options.kubeconfig, options.dataDir);
+    const config = await peerClientConfig(kubeConfig, namespace, name);
+    process.stdout.write(options.qr ? `${config}\n${await renderQr(config)}\n` : config);
+  });
 
 registerAgentCommands(program, pkg.version);
 
