@@ -1,11 +1,11 @@
 /**
  * The libvirt agent's Driver: turns instance.apply and instance.delete jobs into files on this
- * host (cached kernels and images, qcow2 disks under `<storageDir>/instances/<uid>/`) and
- * domains (DomainJobs), and reports the Loam domains it finds as ObservedInstances, at connect
- * (inventory) and when they change (polling).
+ * host (cached kernels and images, qcow2 disks and the cloud-init seed ISO under
+ * `<storageDir>/instances/<uid>/`) and domains (DomainJobs), and reports the Loam domains it
+ * finds as ObservedInstances, at connect (inventory) and when they change (polling).
  *
- * Not done here yet: cloud-init seed ISOs (an Instance with spec.cloudInit boots without one, with
- * a warning) and host bridges (a Network's bridge must exist; host networking jobs come later).
+ * Not done here yet: user data from a Secret (spec.cloudInit.userDataSecretRef is refused) and
+ * host bridges (a Network's bridge must exist; host networking jobs come later).
  */
 
 import { execFile } from 'node:child_process';
@@ -35,6 +35,7 @@ import { type DomainFacts, type DomainInputs, type DomainType, parseDomainXml } 
 import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from './hypervisor.js';
 import { DomainJobs, type ObservedDomain } from './jobs.js';
 import { preflight } from './preflight.js';
+import { buildSeedIso, seedFiles } from './seed.js';
 import { Virsh } from './virsh.js';
 
 /** A file fetched by URL into a local cache and checked against its sha256; resolves to its path. */
@@ -121,6 +122,11 @@ export class LibvirtDriver implements Driver {
     const { spec } = instance;
     const dir = join(this.storageDir, 'instances', uid);
     const interfaces = await this.interfaces(instance, object);
+    // Before any download: a cloudInit the agent cannot serve is refused up front.
+    const seed =
+      spec.cloudInit === undefined
+        ? undefined
+        : seedFiles(instance, { interfaces: object.status.interfaces, networks: object.networks });
     const inputs: DomainInputs = {
       domainType: this.domainType,
       interfaces,
@@ -149,15 +155,10 @@ export class LibvirtDriver implements Driver {
       ]);
       inputs.dataDisks.push({ name: disk.name, path });
     }
-    let domainInstance = instance;
-    if (spec.cloudInit !== undefined) {
-      this.logger.warn(
-        { instance: `${instance.metadata.namespace}/${instance.metadata.name}` },
-        'spec.cloudInit is not supported by this agent yet: booting without a NoCloud seed',
-      );
-      domainInstance = { ...instance, spec: { ...spec, cloudInit: undefined } };
-    }
-    const result = await this.jobs.apply(domainInstance, inputs);
+    // Only image boots have it (the schema refuses cloudInit with a kernel): a directly booted
+    // kernel gets its configuration on spec.kernel.cmdline.
+    if (seed !== undefined) inputs.seedIso = await buildSeedIso(dir, seed, signal);
+    const result = await this.jobs.apply(instance, inputs);
     this.logger.info(
       { instance: `${instance.metadata.namespace}/${instance.metadata.name}`, actions: result.actions },
       'applied',

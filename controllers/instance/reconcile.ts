@@ -24,8 +24,8 @@
  *   Status is the reservation, held until the Instance is gone. Against other Instances a
  *   reservation in status beats a request in spec, and between two of a kind the older Instance
  *   wins, so a newcomer's static address never takes an address already handed out.
- * - Jobs: instance.apply carries the whole desired Instance and its placement (InstanceJobObject);
- *   it is sent when the agent's domain is missing, was defined for another generation or with
+ * - Jobs: instance.apply carries the whole desired Instance, its placement and its Networks'
+ *   prefix, gateway and DNS (InstanceJobObject: the guest's static network config); it is sent when the agent's domain is missing, was defined for another generation or with
  *   other MACs, or is not in the power state spec.runStrategy asks for; never twice while the same
  *   job is in flight, and only to a connected agent.
  * - A spec that cannot be provisioned (a missing or broken Network, an address or MAC taken, a
@@ -98,6 +98,20 @@ export interface InstanceJobObject {
   metadata: { name: string; namespace: string; uid: string; generation: number };
   spec: Instance['spec'];
   status: InstancePlacement;
+  /**
+   * Per status.interfaces entry whose Network is known and sound: what the guest needs to set its
+   * address statically (the NoCloud network-config), since agents cannot read Networks.
+   */
+  networks?: InstanceJobNetwork[];
+}
+
+/** A Network as an Instance's guest configures it: the prefix, the router's address, DNS. */
+export interface InstanceJobNetwork {
+  name: string;
+  cidr: string;
+  gateway: string;
+  /** spec.dns, else the gateway (the router's resolver), as DHCP announces them. */
+  dns: string[];
 }
 
 export type InstanceJobType = 'instance.apply' | 'instance.delete';
@@ -250,7 +264,7 @@ function decide(input: InstanceReconcileInput): Outcome {
   const current =
     observed.state !== 'absent' && observed.generation === generation && !nicsDiffer(observed, interfaces);
   const powerAction = powerActionNeeded[runStrategy].includes(observed.state);
-  const apply = jobFor('instance.apply', instance, host, interfaces);
+  const apply = jobFor('instance.apply', instance, host, interfaces, input.networks);
   const dispatch =
     !problem &&
     rejection === undefined &&
@@ -382,7 +396,7 @@ function reconcileDeletion(input: InstanceReconcileInput): InstanceReconcileResu
     );
     return conclude(input, { ...outcome, findings: [reachability.finding, readiness], jobs: [] });
   }
-  const remove = jobFor('instance.delete', instance, host, interfaces);
+  const remove = jobFor('instance.delete', instance, host, interfaces, input.networks);
   const readiness: Finding = {
     condition: {
       type: 'Ready',
@@ -449,8 +463,12 @@ function jobFor(
   instance: Instance,
   host: string,
   interfaces: readonly InstanceInterface[],
+  networks: readonly Network[],
 ): InstanceJob {
   const { apiVersion, kind, metadata, spec } = instance;
+  const placed = interfaces.flatMap(({ network, mac, ipAddress }) =>
+    mac === undefined || ipAddress === undefined ? [] : [{ network, mac, ipAddress }],
+  );
   return {
     agent: { role: 'libvirt', name: host },
     job: {
@@ -465,15 +483,29 @@ function jobFor(
           generation: generationOf(instance),
         },
         spec,
-        status: {
-          host,
-          interfaces: interfaces.flatMap(({ network, mac, ipAddress }) =>
-            mac === undefined || ipAddress === undefined ? [] : [{ network, mac, ipAddress }],
-          ),
-        },
+        status: { host, interfaces: placed },
+        networks: placed.flatMap(({ network }) => jobNetwork(instance, network, networks)),
       },
     },
   };
+}
+
+/** The Network named `name` in the Instance's namespace, as its guest configures it; none when missing or broken. */
+function jobNetwork(instance: Instance, name: string, networks: readonly Network[]): InstanceJobNetwork[] {
+  const network = networks.find(
+    (candidate) =>
+      candidate.metadata.namespace === instance.metadata.namespace && candidate.metadata.name === name,
+  );
+  if (network === undefined) return [];
+  let gateway: string;
+  try {
+    ({ gateway } = networkAddressing(network));
+  } catch (err) {
+    // A broken Network is a problem allocateInterfaces reports; the job does without it.
+    if (err instanceof AllocationError) return [];
+    throw err;
+  }
+  return [{ name, cidr: network.spec.cidr, gateway, dns: network.spec.dns ?? [gateway] }];
 }
 
 function notReady(reason: string, message: string, eventType?: InstanceEvent['type']): Finding {

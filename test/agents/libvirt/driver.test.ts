@@ -187,15 +187,37 @@ describe('agents/libvirt/driver', () => {
     const data = join(instanceDir(vmUid), 'disk-root.qcow2');
     assert.ok(existsSync(data));
     const facts = parseDomainXml(await virsh.dumpxml(vmUid));
-    // No seed ISO yet: spec.cloudInit is skipped with a warning.
+    const seed = join(instanceDir(vmUid), 'seed.iso');
     assert.deepEqual(
-      facts.disks.map((disk) => disk.source),
-      [root, data],
+      facts.disks.map(({ device, source }) => [device, source]),
+      [
+        ['disk', root],
+        ['disk', data],
+        ['cdrom', seed],
+      ],
     );
+    const label = execFileSync('xorriso', ['-indev', seed, '-pvd_info'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    assert.match(label, /^Volume Id\s*:\s*cidata$/m);
 
     const made = statSync(root).mtimeMs;
+    const seeded = statSync(seed).ino;
     await handle('instance.apply', inst);
     assert.equal(statSync(root).mtimeMs, made);
+    assert.equal(statSync(seed).ino, seeded, 'the same seed is not rebuilt');
+  });
+
+  it('refuses user data from a Secret before fetching anything', async () => {
+    const inst = instance('vm', { ...imageSpec, cloudInit: { userDataSecretRef: { name: 'boot' } } });
+    await rejectsWith(
+      handle('instance.apply', inst),
+      'Invalid',
+      /^spec\.cloudInit\.userDataSecretRef: not supported by this agent yet; use spec\.cloudInit\.userData$/,
+    );
+    assert.deepEqual(artifacts.fetched, []);
+    await assert.rejects(virsh.state(inst.metadata.uid ?? ''), (err) => isLoamError(err, 'NotFound'));
   });
 
   it('refuses to shrink an image with rootDisk.size', async () => {

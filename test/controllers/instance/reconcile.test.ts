@@ -78,6 +78,7 @@ describe('reconcileInstance', () => {
         metadata: { name: 'web', namespace: 'default', uid: subject.metadata.uid, generation: 1 },
         spec: subject.spec,
         status: { host: 'hv1', interfaces },
+        networks: [{ name: 'lab', cidr: '10.20.0.0/24', gateway: '10.20.0.1', dns: ['10.20.0.1'] }],
       });
       // The job object is an Instance the agent can validate like any other.
       validateObject(instanceKind, job.job.object);
@@ -114,6 +115,18 @@ describe('reconcileInstance', () => {
       const result = reconcileInstance(input(instance('bare')));
       assert.equal(result.status?.interfaces, undefined);
       assert.deepEqual(result.jobs[0]?.job.object.status.interfaces, []);
+      assert.deepEqual(result.jobs[0]?.job.object.networks, []);
+    });
+
+    it("tells the agent each placed Network's prefix, gateway and DNS, for the guest's static config", () => {
+      const subject = instance('web', { networks: [{ name: 'lab' }, { name: 'dmz' }] });
+      const dmz = network('dmz', { cidr: '10.30.0.0/23', gateway: '10.30.1.254', dns: ['9.9.9.9'] });
+      const elsewhere = network('lab', { cidr: '10.99.0.0/24' }, 'other');
+      const result = reconcileInstance(input(subject, { networks: [elsewhere, dmz, network('lab')] }));
+      assert.deepEqual(result.jobs[0]?.job.object.networks, [
+        { name: 'lab', cidr: '10.20.0.0/24', gateway: '10.20.0.1', dns: ['10.20.0.1'] },
+        { name: 'dmz', cidr: '10.30.0.0/23', gateway: '10.30.1.254', dns: ['9.9.9.9'] },
+      ]);
     });
   });
 
