@@ -113,6 +113,12 @@ export interface RouterModelInput {
   instances: readonly Instance[];
   peers: readonly WireGuardPeer[];
   settings: RouterSettings;
+  /**
+   * Static leases and WireGuard peers the controller already allocated, by namespace/name of
+   * their Network: taken as they are instead of being allocated from `instances` and `peers`
+   * (a router agent gets them in network.apply and has neither).
+   */
+  allocated?: ReadonlyMap<string, { leases: readonly Lease[]; peers: readonly WireguardPeerModel[] }>;
 }
 
 export interface RouterModelResult {
@@ -172,8 +178,13 @@ export function buildRouterModel(input: RouterModelInput): RouterModelResult {
     ...(p.wireguard ? [{ cidr: p.wireguard.cidr, owner: `the WireGuard server of Network ${p.key}` }] : []),
   ]);
   const networks = accepted.map(({ network, allocation, id }): NetworkModel => {
-    const leases = allocateLeases(network, allocation, input.instances);
-    const peers = allocatePeers(network, allocation, input.peers, routes);
+    const given = input.allocated?.get(objectKey(network));
+    const leases = given
+      ? { leases: [...given.leases], problems: [] }
+      : allocateLeases(network, allocation, input.instances);
+    const peers = given
+      ? { peers: [...given.peers], problems: [] }
+      : allocatePeers(network, allocation, input.peers, routes);
     problems.push(...leases.problems, ...peers.problems);
     const peerModels: WireguardPeerModel[] = [];
     for (const peer of peers.peers) {

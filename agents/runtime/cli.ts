@@ -1,15 +1,19 @@
 /**
  * `loam agent libvirt` and `loam agent network`: the runtime with its settings from flags,
  * environment and file, stopped gracefully by SIGINT or SIGTERM (a second signal exits at once).
- * The libvirt role runs the libvirt driver; the network role runs the placeholder driver until
- * its driver lands.
+ * The libvirt role runs the libvirt driver; the network role runs the linux router driver, whose
+ * dnsmasq and WireGuard processes outlive the agent, so its Networks keep working while it is
+ * stopped or restarted.
  */
 import type { Command } from 'commander';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.js';
 import { openLibvirtDriver } from '../libvirt/driver.js';
+import { LinuxRouterDriver } from '../network/drivers/linux.js';
+import { defaultRouterSettings, type RouterSettings } from '../network/model.js';
 import { Agent } from './agent.js';
 import {
+  type AgentConfig,
   agentSettings,
   configFileEnv,
   defaultFor,
@@ -19,7 +23,7 @@ import {
   type SettingKey,
   settingKeysFor,
 } from './config.js';
-import { placeholderDriver } from './placeholder-driver.js';
+import type { Driver } from './driver.js';
 
 const roleDescriptions: Record<AgentRole, string> = {
   libvirt: 'run the agent of a hypervisor: it runs the Instances scheduled to this Host',
@@ -48,6 +52,27 @@ export function registerAgentCommands(program: Command, version: string): void {
   }
 }
 
+function networkDriver(config: AgentConfig, logger: Logger): Driver {
+  const defaults = defaultRouterSettings('linux');
+  const settings: RouterSettings = {
+    wan: config.wan ?? defaults.wan,
+    ...(config.trunk ? { trunk: config.trunk } : {}),
+    vxlan: {
+      port: config.vxlanPort ?? defaults.vxlan.port,
+      ...(config.vxlanLocal ? { local: config.vxlanLocal } : {}),
+      ...(config.vxlanUplink ? { uplink: config.vxlanUplink } : {}),
+      ...(config.vxlanGroup ? { group: config.vxlanGroup } : {}),
+      remotes: config.vxlanRemotes ?? [],
+    },
+    stateDir: config.stateDir ?? defaults.stateDir,
+  };
+  return new LinuxRouterDriver({
+    settings,
+    ...(config.wireguardEndpoint ? { wireguardEndpoint: config.wireguardEndpoint } : {}),
+    logger,
+  });
+}
+
 async function runAgent(
   role: AgentRole,
   flags: Partial<Record<SettingKey | 'config', string>>,
@@ -62,7 +87,7 @@ async function runAgent(
           storageDir: config.storageDir ?? agentSettings.storageDir.default,
           logger,
         })
-      : { driver: placeholderDriver(role), close: async () => {} };
+      : { driver: networkDriver(config, logger), close: async () => {} };
   const agent = new Agent({ config, driver, logger, version });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

@@ -57,6 +57,45 @@ export const agentSettings = {
     default: '/var/lib/loam/libvirt',
     roles: ['libvirt'],
   },
+  stateDir: {
+    value: 'dir',
+    help: 'where the Networks served, their WireGuard keys and the nftables, dnsmasq and WireGuard files go',
+    default: '/var/lib/loam/network',
+    roles: ['network'],
+  },
+  wan: {
+    value: 'device',
+    help: 'the WAN device egress is masqueraded out of',
+    default: 'eth0',
+    roles: ['network'],
+  },
+  trunk: {
+    value: 'device',
+    help: 'the parent device of VLAN segments (vlan Networks only)',
+    roles: ['network'],
+  },
+  vxlanPort: { value: 'port', help: 'UDP port of VXLAN segments', default: 4789, roles: ['network'] },
+  vxlanLocal: {
+    value: 'address',
+    help: 'source address of VXLAN segments (default: the kernel chooses)',
+    roles: ['network'],
+  },
+  vxlanUplink: { value: 'device', help: 'underlay device of VXLAN segments', roles: ['network'] },
+  vxlanGroup: {
+    value: 'address',
+    help: 'multicast group VXLAN segments flood through, instead of copies to --vxlan-remotes',
+    roles: ['network'],
+  },
+  vxlanRemotes: {
+    value: 'addresses',
+    help: 'comma-separated VXLAN endpoints of the hypervisors that broadcasts are copied to',
+    roles: ['network'],
+  },
+  wireguardEndpoint: {
+    value: 'host',
+    help: "public name or address WireGuard clients dial, reported with each Network's port",
+    roles: ['network'],
+  },
 } as const satisfies Record<
   string,
   { value: string; help: string; default?: string | number; roles?: readonly AgentRole[] }
@@ -108,6 +147,16 @@ export interface AgentConfig {
   libvirtUri?: string;
   /** libvirt agents only; absolute. */
   storageDir?: string;
+  /** Network agents only (absolute), as the rest below. */
+  stateDir?: string;
+  wan?: string;
+  trunk?: string;
+  vxlanPort?: number;
+  vxlanLocal?: string;
+  vxlanUplink?: string;
+  vxlanGroup?: string;
+  vxlanRemotes?: string[];
+  wireguardEndpoint?: string;
 }
 
 /** "host:port" or "[v6]:port" split; undefined when it is neither. */
@@ -126,6 +175,18 @@ function listenAddress() {
       (value.startsWith('[') ? isIP(parts.host) === 6 : networkHost().safeParse(parts.host).success)
     );
   }, 'must be host:port with an IP address or name and a port from 0 to 65535 (0 picks a free port)');
+}
+
+function device() {
+  // What Linux accepts as an interface name.
+  return z
+    .string()
+    .regex(/^[^\s/:]{1,15}$/, 'must be a network device name: 1 to 15 characters, no blanks, / or :')
+    .optional();
+}
+
+function ipv4(message = 'must be an IPv4 address') {
+  return z.string().refine((value) => isIP(value) === 4, message);
 }
 
 function seconds() {
@@ -168,6 +229,38 @@ const schema = z
       .optional(),
     // Its paths go into domain XML, where libvirt takes only absolute ones.
     storageDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
+    // nft, dnsmasq and wg run with other working directories.
+    stateDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
+    wan: device(),
+    trunk: device(),
+    vxlanPort: z.coerce
+      .number({ error: 'must be a port number' })
+      .int('must be a port number')
+      .min(1, 'must be a port from 1 to 65535')
+      .max(65535, 'must be a port from 1 to 65535')
+      .optional(),
+    vxlanLocal: ipv4().optional(),
+    vxlanUplink: device(),
+    vxlanGroup: ipv4()
+      .refine(
+        (value) => Number(value.split('.')[0]) >= 224 && Number(value.split('.')[0]) <= 239,
+        'must be an IPv4 multicast address (224.0.0.0/4)',
+      )
+      .optional(),
+    // A list in the file, comma-separated in a flag or variable.
+    vxlanRemotes: z
+      .union([
+        z.string().transform((value) =>
+          value
+            .split(',')
+            .map((item) => item.trim())
+            .filter(Boolean),
+        ),
+        z.array(z.string()),
+      ])
+      .pipe(z.array(ipv4('must be IPv4 addresses, comma-separated')))
+      .optional(),
+    wireguardEndpoint: networkHost().optional(),
   })
   .refine((c) => c.backoffMax >= c.backoffInitial, {
     path: ['backoffMax'],

@@ -53,8 +53,9 @@ describe('loam agent', () => {
     removeDir(dataDir);
   });
 
-  it('enrolls, connects, answers jobs UNIMPLEMENTED, and exits 0 on SIGTERM after closing its session', async () => {
-    const env = { ...process.env, LOAM_AGENT_LOG_LEVEL: 'info' };
+  it('enrolls, connects, runs the linux router driver, and exits 0 on SIGTERM after closing its session', async () => {
+    // The state directory is the test's: a router agent with no Networks stored touches no device.
+    const env = { ...process.env, LOAM_AGENT_LOG_LEVEL: 'info', LOAM_AGENT_STATE_DIR: `${dataDir}/network` };
     const started = spawn(loam, agentArgs(hub, dataDir), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     child = started;
     let output = '';
@@ -72,6 +73,9 @@ describe('loam agent', () => {
     assert.equal(session?.peer.subject.CN, 'edge1');
     assert.equal(session?.peer.subject.O, 'network');
     assert.ok(session?.hello.facts.kernel);
+    assert.equal(session?.hello.facts.driver, 'linux');
+    assert.deepEqual(session?.hello.capabilities, ['vxlan', 'wireguard']);
+    assert.deepEqual(session?.hello.inventory, []);
 
     hub.dispatch({
       id: 'j1',
@@ -79,8 +83,8 @@ describe('loam agent', () => {
       object: { kind: 'Network', metadata: { name: 'lab', namespace: 'default' } },
     });
     const result = await hub.result('j1');
-    assert.equal(result.code, status.UNIMPLEMENTED);
-    assert.match(result.message, /network agent cannot run network.apply jobs yet/);
+    assert.equal(result.code, status.INVALID_ARGUMENT);
+    assert.match(result.message, /network.apply carries no router/);
 
     const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1];
     assert.ok(url, output);
@@ -211,7 +215,23 @@ describe('loam agent', () => {
     }
     assert.match(res.stdout, /LOAM_AGENT_CA_PIN/);
     assert.match(res.stdout, /LOAM_AGENT_LIBVIRT_URI/);
+    assert.doesNotMatch(res.stdout, /--state-dir|--vxlan-remotes|--wireguard-endpoint/);
     const network = spawnSync(loam, ['agent', 'network', '--help'], { encoding: 'utf8', timeout: 15_000 });
     assert.doesNotMatch(network.stdout, /--libvirt-uri|--storage-dir/);
+    for (const flag of [
+      '--state-dir',
+      '--wan',
+      '--trunk',
+      '--vxlan-port',
+      '--vxlan-local',
+      '--vxlan-uplink',
+      '--vxlan-group',
+      '--vxlan-remotes',
+      '--wireguard-endpoint',
+    ]) {
+      assert.match(network.stdout, new RegExp(`${flag} `));
+    }
+    assert.match(network.stdout, /LOAM_AGENT_WIREGUARD_ENDPOINT/);
+    assert.match(network.stdout, /default \/var\/lib\/loam\/network/);
   });
 });

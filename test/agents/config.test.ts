@@ -36,6 +36,9 @@ describe('agent configuration', () => {
       logLevel: 'info',
       renewAt: 0.8,
       backoff: { initialMs: 500, maxMs: 30_000 },
+      stateDir: '/var/lib/loam/network',
+      wan: 'eth0',
+      vxlanPort: 4789,
     } satisfies AgentConfig);
     assert.equal(
       resolveAgentConfig('libvirt', sources({ flags: required })).metricsAddress,
@@ -64,6 +67,53 @@ describe('agent configuration', () => {
         ),
       /storageDir in a.yaml: unknown setting/,
     );
+  });
+
+  it('gives the network role, and only it, the router settings', () => {
+    const config = resolveAgentConfig(
+      'network',
+      sources({
+        flags: { ...required, vxlanRemotes: '192.0.2.11, 192.0.2.12', wan: 'enp1s0' },
+        env: { LOAM_AGENT_WIREGUARD_ENDPOINT: 'vpn.example.com', LOAM_AGENT_VXLAN_PORT: '8472' },
+        file: { path: 'a.yaml', text: 'vxlanLocal: 192.0.2.1\nvxlanUplink: eth1\nstateDir: /srv/router' },
+      }),
+    );
+    assert.deepEqual(
+      [
+        config.vxlanRemotes,
+        config.wan,
+        config.wireguardEndpoint,
+        config.vxlanPort,
+        config.vxlanLocal,
+        config.vxlanUplink,
+        config.stateDir,
+      ],
+      [['192.0.2.11', '192.0.2.12'], 'enp1s0', 'vpn.example.com', 8472, '192.0.2.1', 'eth1', '/srv/router'],
+    );
+    const listed = resolveAgentConfig(
+      'network',
+      sources({
+        flags: required,
+        file: { path: 'a.yaml', text: 'vxlanRemotes: [192.0.2.13]\nvxlanGroup: 239.1.1.1' },
+      }),
+    );
+    assert.deepEqual(listed.vxlanRemotes, ['192.0.2.13']);
+    assert.equal(listed.vxlanGroup, '239.1.1.1');
+    assert.equal(resolveAgentConfig('libvirt', sources({ flags: required })).stateDir, undefined);
+    const refusals: [Record<string, string>, RegExp][] = [
+      [{ stateDir: 'router' }, /--state-dir: must be an absolute path/],
+      [{ vxlanRemotes: '192.0.2.11,hv2' }, /--vxlan-remotes: must be IPv4 addresses, comma-separated/],
+      [{ vxlanGroup: '192.0.2.1' }, /--vxlan-group: must be an IPv4 multicast address/],
+      [{ vxlanPort: '70000' }, /--vxlan-port: must be a port from 1 to 65535/],
+      [{ wan: 'a very long device name' }, /--wan: must be a network device name/],
+      [{ wireguardEndpoint: 'not a host' }, /--wireguard-endpoint: must be a DNS name or an IP address/],
+    ];
+    for (const [flags, error] of refusals) {
+      assert.throws(
+        () => resolveAgentConfig('network', sources({ flags: { ...required, ...flags } })),
+        error,
+      );
+    }
   });
 
   const precedence: { name: string; input: Partial<ConfigSources>; want: Partial<AgentConfig> }[] = [

@@ -190,6 +190,24 @@ describe('router model', () => {
     );
   });
 
+  it('takes the leases and peers the controller allocated as they are', () => {
+    const lab = network('lab', { cidr: '10.20.0.0/24', wireguard: { cidr: '10.99.0.0/24' } });
+    const leases = [{ instance: 'gone-from-view', mac: '52:54:00:00:00:09', address: '10.20.0.9' }];
+    const peers = [
+      { peer: 'laptop', publicKey: publicKeys[0] ?? '', address: '10.99.0.7', allowedIPs: ['10.99.0.7/32'] },
+    ];
+    const { model, problems } = build({
+      networks: [lab],
+      // Ignored for a Network with allocations given: they would allocate other addresses.
+      instances: [instance('vm', [{ name: 'lab', address: '10.20.0.7' }])],
+      peers: [peer('phone', { network: 'lab', publicKey: publicKeys[1] })],
+      allocated: new Map([['default/lab', { leases, peers }]]),
+    });
+    assert.deepEqual(problems, []);
+    assert.deepEqual(model.networks[0]?.dhcp?.leases, leases);
+    assert.deepEqual(model.networks[0]?.wireguard?.peers, peers);
+  });
+
   it('formats lease times as dnsmasq reads them', () => {
     assert.deepEqual([86400, 43200, 5400, 150, 121].map(dnsmasqDuration), ['1d', '12h', '90m', '150', '121']);
   });

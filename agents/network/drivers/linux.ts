@@ -1,0 +1,674 @@
+/**
+ * The network agent's driver for a plain Linux router: iproute2, nftables, dnsmasq and WireGuard
+ * (the kernel's, else wireguard-go).
+ *
+ * The Networks it serves are the network.apply objects it accepted, kept one file each in
+ * <stateDir>/networks/ so a restarted agent serves (and reports) them again. Every job plans the
+ * whole router from all of them (buildRouterModel, planLinux) and converges the machine to the
+ * plan: it reads what is there and runs a command only for what differs, so applying twice
+ * changes nothing and a hand-deleted table, link or dnsmasq comes back. It removes only what it
+ * made: links named after the Networks it serves or served (loam_<id>_*), and the dnsmasq
+ * processes whose pid files it keeps; a wireguard-go process ends with its link.
+ *
+ * A failed step converges back to the Networks served before the job and answers UNAVAILABLE with
+ * the failing command's message; a Network the router cannot serve next to the others (overlapping
+ * CIDRs, a segment taken) is refused INVALID_ARGUMENT before anything changes. Jobs run one at a
+ * time: each plans the whole router.
+ *
+ * The router's WireGuard private key of each Network is made here, kept in stateDir (0600) and
+ * never leaves the machine; only its public key is reported.
+ */
+
+import { type ExecFileException, execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { status } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { objectKey } from '../../../controllers/network/allocate.js';
+import {
+  configHashAnnotation,
+  type NetworkJobObject,
+  type ObservedNetwork,
+} from '../../../controllers/network/reconcile.js';
+import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
+import { isLoamError, LoamError } from '../../../crds/errors.js';
+import { apiVersion, type Network, networkKind, routerKind } from '../../../crds/v1alpha1/index.js';
+import { validateObject } from '../../../crds/validate.js';
+import type {
+  AgentJob,
+  Driver,
+  DriverEvents,
+  InventoryItem,
+  JobOutcome,
+  ResourceRef,
+} from '../../runtime/driver.js';
+import { type LinuxLink, type LinuxPlan, planLinux } from '../linux-plan.js';
+import {
+  buildRouterModel,
+  type NetworkModel,
+  networkId,
+  type RouterModel,
+  type RouterSettings,
+} from '../model.js';
+
+export interface LinuxRouterDriverOptions {
+  settings: RouterSettings;
+  /** The host WireGuard clients dial; reported with each Network's port unless spec.wireguard.endpoint says. */
+  wireguardEndpoint?: string;
+  /** What actually runs for a command, e.g. `['ip', 'netns', 'exec', NS, ...argv]`; the command itself by default. */
+  exec?: (argv: string[]) => string[];
+  /** How long one command may take. */
+  commandTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** A Network as the driver keeps it: the network.apply object, what it answered, and since when. */
+interface Served {
+  object: NetworkJobObject;
+  observed: ObservedNetwork;
+  /**
+   * When the driver first accepted it: its creationTimestamp for buildRouterModel (jobs carry
+   * none), so a Network already served wins over a newcomer that collides with it.
+   */
+  acceptedAt: string;
+}
+
+/** A command that failed, named with its arguments and what it printed. */
+class CommandFailed extends Error {
+  constructor(argv: readonly string[], detail: string) {
+    super(`${argv.join(' ')}: ${detail}`);
+    this.name = 'CommandFailed';
+  }
+}
+
+/** What `ip -j -d link show` says of a link. */
+interface IpLink {
+  ifname: string;
+  flags: string[];
+  master?: string;
+  link?: string;
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
+}
+
+const floodMac = '00:00:00:00:00:00';
+const ownedLink = /^loam_([a-z2-7]{6})_/;
+
+export class LinuxRouterDriver implements Driver {
+  readonly capabilities = ['vxlan', 'wireguard'];
+  private readonly settings: RouterSettings;
+  private readonly wrap: (argv: string[]) => string[];
+  private readonly timeoutMs: number;
+  /** By namespace/name. */
+  private networks = new Map<string, Served>();
+  private loaded: Promise<void> | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private events: DriverEvents | undefined;
+  /** Whether `ip link add type wireguard` works; learnt from the first WireGuard link. */
+  private kernelWireguard: boolean | undefined;
+
+  constructor(private readonly options: LinuxRouterDriverOptions) {
+    this.settings = options.settings;
+    this.wrap = options.exec ?? ((argv) => argv);
+    this.timeoutMs = options.commandTimeoutMs ?? 30_000;
+  }
+
+  async facts(): Promise<Record<string, string>> {
+    const version = async (argv: string[]) => {
+      const output = await this.run(argv).catch(() => '');
+      return /\bv?(\d+(?:\.\d+)+)/.exec(output)?.[1] ?? 'missing';
+    };
+    return {
+      driver: 'linux',
+      nftablesVersion: await version(['nft', '--version']),
+      dnsmasqVersion: await version(['dnsmasq', '--version']),
+      wireguardToolsVersion: await version(['wg', '--version']),
+    };
+  }
+
+  /** Serves the stored Networks again, repairing whatever changed while the agent was away. */
+  async start(events: DriverEvents): Promise<void> {
+    this.events = events;
+    await this.serialized(async () => {
+      await this.load();
+      if (this.networks.size === 0) return;
+      try {
+        await this.converge(this.model(this.networks), new Set(this.ids(this.networks)));
+      } catch (err) {
+        this.options.logger?.error({ err }, 'could not restore the stored Networks; the next job retries');
+      }
+    });
+  }
+
+  async inventory(): Promise<InventoryItem[]> {
+    await this.load();
+    return [...this.networks.values()].map(({ object, observed }) => ({ ref: refOf(object), observed }));
+  }
+
+  handle(job: AgentJob): Promise<JobOutcome> {
+    const object = job.object as unknown as NetworkJobObject;
+    if (job.type === 'network.apply') return this.serialized(() => this.apply(object));
+    if (job.type === 'network.delete') return this.serialized(() => this.delete(object));
+    return Promise.resolve({
+      code: status.UNIMPLEMENTED,
+      message: `the network agent does not run ${job.type} jobs`,
+    });
+  }
+
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(work);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  // --- jobs -------------------------------------------------------------------------------------
+
+  private async apply(object: NetworkJobObject): Promise<JobOutcome> {
+    await this.load();
+    let model: RouterModel;
+    const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
+    const acceptedAt = this.networks.get(key)?.acceptedAt ?? new Date().toISOString();
+    const next = new Map(this.networks).set(key, { object, observed: {}, acceptedAt });
+    try {
+      const built = this.build(next, object);
+      const problems = built.problems.filter((problem) => problem.object === `Network ${key}`);
+      if (problems.length > 0) {
+        return {
+          code: status.INVALID_ARGUMENT,
+          message: problems.map((p) => `${p.field}: ${p.message}`).join('; '),
+        };
+      }
+      model = built.model;
+    } catch (err) {
+      if (isLoamError(err, 'Invalid')) return { code: status.INVALID_ARGUMENT, message: err.message };
+      throw err;
+    }
+    const network = model.networks.find((n) => `${n.namespace}/${n.name}` === key);
+    if (!network) throw new Error(`Network ${key} is missing from its own plan`);
+
+    await this.ensureKeys(model);
+    const failure = await this.transition(model, next);
+    if (failure) return failure;
+    const observed = await this.observe(object, network);
+    const served = { object, observed, acceptedAt };
+    await this.store(key, served);
+    this.networks = next.set(key, served);
+    this.events?.inventoryChanged({ upserted: [{ ref: refOf(object), observed }] });
+    return { code: status.OK, observed };
+  }
+
+  private async delete(object: NetworkJobObject): Promise<JobOutcome> {
+    await this.load();
+    const { namespace, name } = object.metadata ?? {};
+    const key = `${namespace}/${name}`;
+    const next = new Map(this.networks);
+    next.delete(key);
+    // Also when it is not served (any more): an earlier delete may have stopped half-way.
+    const leftovers = new Set([networkId({ metadata: { namespace, name } } as Network)]);
+    const failure = await this.transition(this.model(next), next, leftovers);
+    if (failure) return failure;
+    await rm(this.networkFile(key), { force: true });
+    this.networks = next;
+    this.events?.inventoryChanged({ removed: [refOf(object)] });
+    return { code: status.OK, observed: { deleted: true } satisfies ObservedNetwork };
+  }
+
+  /**
+   * Converges to `model` (the Networks `next`), or back to the Networks served now when a step
+   * fails; the failure as the job's answer.
+   */
+  private async transition(
+    model: RouterModel,
+    next: ReadonlyMap<string, Served>,
+    leftovers: ReadonlySet<string> = new Set(),
+  ): Promise<JobOutcome | undefined> {
+    const owned = new Set([...this.ids(this.networks), ...this.ids(next), ...leftovers]);
+    try {
+      await this.converge(model, owned);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof CommandFailed)) throw err;
+      this.options.logger?.warn({ err: err.message }, 'apply failed; restoring the previous configuration');
+      try {
+        await this.converge(this.model(this.networks), owned);
+      } catch (again) {
+        this.options.logger?.error(
+          { err: (again as Error).message },
+          'could not restore the previous configuration',
+        );
+      }
+      return { code: status.UNAVAILABLE, message: err.message };
+    }
+  }
+
+  private async observe(object: NetworkJobObject, network: NetworkModel): Promise<ObservedNetwork> {
+    const annotation = object.metadata.annotations?.[configHashAnnotation];
+    const server = object.spec.wireguard;
+    let wireguard: ObservedNetwork['wireguard'];
+    if (network.wireguard && server?.enabled) {
+      const host = this.options.wireguardEndpoint;
+      const endpoint =
+        server.endpoint ??
+        (host === undefined
+          ? undefined
+          : `${host.includes(':') ? `[${host}]` : host}:${network.wireguard.port}`);
+      const privateKey = await readText(this.keyFile(network.id));
+      wireguard = { publicKey: publicKeyOf(privateKey.trim()), ...(endpoint ? { endpoint } : {}) };
+    }
+    return {
+      generation: object.metadata.generation,
+      ...(annotation === undefined ? {} : { configHash: annotation }),
+      ...(wireguard ? { wireguard } : {}),
+      peers: (network.wireguard?.peers ?? []).map((peer) => peer.peer),
+    };
+  }
+
+  // --- the model --------------------------------------------------------------------------------
+
+  /** The router's model of `networks`; throws LoamError Invalid when `current`'s object is malformed. */
+  private build(networks: ReadonlyMap<string, Served>, current?: NetworkJobObject) {
+    const routerObject = (current ?? networks.values().next().value?.object)?.router;
+    if (!routerObject) {
+      throw new LoamError('Invalid', 'network.apply carries no router');
+    }
+    const router = validateObject(routerKind, {
+      apiVersion,
+      kind: 'Router',
+      metadata: { name: routerObject.metadata?.name },
+      spec: routerObject.spec,
+    });
+    const parsed = [...networks.values()].map(({ object, acceptedAt }) => ({
+      network: validateObject(networkKind, {
+        apiVersion,
+        kind: 'Network',
+        metadata: { ...object.metadata, creationTimestamp: acceptedAt },
+        spec: object.spec,
+        status: object.status,
+      }),
+      object,
+    }));
+    return buildRouterModel({
+      router,
+      networks: parsed.map((p) => p.network),
+      instances: [],
+      peers: [],
+      settings: this.settings,
+      allocated: new Map(
+        parsed.map(({ network, object }) => [
+          objectKey(network),
+          { leases: object.leases ?? [], peers: object.peers ?? [] },
+        ]),
+      ),
+    });
+  }
+
+  /** The model of Networks the driver already accepted (they were valid and fitted together). */
+  private model(networks: ReadonlyMap<string, Served>): RouterModel {
+    if (networks.size === 0) return { router: '', driver: 'linux', settings: this.settings, networks: [] };
+    return this.build(networks).model;
+  }
+
+  private ids(networks: ReadonlyMap<string, Served>): string[] {
+    return [...networks.values()].map(({ object }) => networkId(object as unknown as Network));
+  }
+
+  // --- converging -------------------------------------------------------------------------------
+
+  /** Makes the machine match `model`, removing what is left of the Networks `owned` names and it lacks. */
+  private async converge(model: RouterModel, owned: ReadonlySet<string>): Promise<void> {
+    const plan = planLinux(model);
+    const ids = new Set(model.networks.map((network) => network.id));
+    const gone = [...owned].filter((id) => !ids.has(id));
+    await mkdir(this.settings.stateDir, { recursive: true, mode: 0o700 });
+
+    for (const id of gone) await this.stopDnsmasq(join(this.settings.stateDir, `dnsmasq-${id}.pid`));
+    const links = await this.links();
+    const wanted = new Set(plan.links.map((link) => link.name));
+    for (const name of links.keys()) {
+      const id = ownedLink.exec(name)?.[1];
+      if (id !== undefined && (owned.has(id) || ids.has(id)) && !wanted.has(name)) {
+        await this.run(['ip', 'link', 'delete', name]);
+        links.delete(name);
+      }
+    }
+
+    if (model.networks.length > 0) {
+      for (const [key, value] of Object.entries(plan.sysctls)) {
+        if ((await this.run(['sysctl', '-n', key])).trim() !== value) {
+          await this.run(['sysctl', '-w', `${key}=${value}`]);
+        }
+      }
+    }
+    const created = new Set<string>();
+    for (const link of plan.links) {
+      if (await this.ensureLink(link, links.get(link.name), plan, model)) created.add(link.name);
+    }
+    await this.ensureNftables(plan, model.networks.length > 0);
+    for (const [index, network] of model.networks.entries()) {
+      const dnsmasq = plan.dnsmasq[index];
+      if (dnsmasq) await this.ensureDnsmasq(dnsmasq, created.has(network.names.bridge));
+    }
+    await this.removeFiles(gone);
+  }
+
+  /** Creates or repairs one link; true when it had to be created. */
+  private async ensureLink(
+    link: LinuxLink,
+    found: IpLink | undefined,
+    plan: LinuxPlan,
+    model: RouterModel,
+  ): Promise<boolean> {
+    let current = found;
+    if (current && !sameLink(link, current)) {
+      await this.run(['ip', 'link', 'delete', link.name]);
+      current = undefined;
+    }
+    if (!current) await this.addLink(link);
+    const fresh = current === undefined;
+    if (link.master && current?.master !== link.master) {
+      await this.run(['ip', 'link', 'set', link.name, 'master', link.master]);
+    }
+    if (link.kind === 'vxlan') await this.syncFlood(link, fresh);
+    const wireguard = plan.wireguard.find((w) => w.device === link.name);
+    const server = model.networks.find((n) => n.names.wireguard === link.name)?.wireguard;
+    if (wireguard && server) await this.syncWireguard(wireguard, server);
+    await this.syncAddresses(link, fresh);
+    if (!current?.flags.includes('UP')) await this.run(['ip', 'link', 'set', link.name, 'up']);
+    await this.syncRoutes(link, fresh);
+    return fresh;
+  }
+
+  private async addLink(link: LinuxLink): Promise<void> {
+    if (link.kind !== 'wireguard') {
+      await this.run(['ip', 'link', 'add', 'name', link.name, ...link.args]);
+      return;
+    }
+    if (this.kernelWireguard !== false) {
+      try {
+        await this.run(['ip', 'link', 'add', 'name', link.name, ...link.args]);
+        this.kernelWireguard = true;
+        return;
+      } catch (err) {
+        if (this.kernelWireguard === true) throw err;
+        this.kernelWireguard = false;
+      }
+    }
+    // wireguard-go returns once its TUN device and control socket exist, leaving a daemon that
+    // ends when the link is deleted. Without LOG_LEVEL it detaches from our stdout and stderr.
+    const { LOG_LEVEL: _, ...env } = process.env;
+    await this.run(['wireguard-go', link.name], { env });
+  }
+
+  private async syncFlood(link: LinuxLink, fresh: boolean): Promise<void> {
+    const entries = fresh
+      ? []
+      : (JSON.parse(await this.run(['bridge', '-j', 'fdb', 'show', 'dev', link.name])) as {
+          mac: string;
+          dst?: string;
+        }[]);
+    const current = entries.flatMap((e) => (e.mac === floodMac && e.dst ? [e.dst] : []));
+    for (const remote of link.flood.filter((r) => !current.includes(r))) {
+      await this.run(['bridge', 'fdb', 'append', floodMac, 'dev', link.name, 'dst', remote]);
+    }
+    for (const remote of current.filter((r) => !link.flood.includes(r))) {
+      await this.run(['bridge', 'fdb', 'delete', floodMac, 'dev', link.name, 'dst', remote]);
+    }
+  }
+
+  /**
+   * Peers change through `wg syncconf`, which leaves the other peers' sessions alone. It also sets
+   * the private key (to none when the config has none), so it reads a copy of the config with the
+   * key, as private as the key file and removed at once; the config file itself stays without it.
+   */
+  private async syncWireguard(
+    wireguard: LinuxPlan['wireguard'][number],
+    server: NonNullable<NetworkModel['wireguard']>,
+  ): Promise<void> {
+    const { device, config, privateKeyFile } = wireguard;
+    if ((await readText(config.path)) !== config.content) await writeFile(config.path, config.content);
+    const [head = '', ...peerLines] = (await this.run(['wg', 'show', device, 'dump'])).trim().split('\n');
+    const [privateKey, , listenPort] = head.split('\t');
+    const peers = peerLines.map((line) => {
+      const fields = line.split('\t');
+      return `${fields[0]} ${allowedIPs(fields[3] ?? '')}`;
+    });
+    const desired = server.peers.map((peer) => `${peer.publicKey} ${allowedIPs(peer.allowedIPs.join(','))}`);
+    const key = (await readText(privateKeyFile)).trim();
+    if (
+      privateKey === key &&
+      listenPort === String(server.port) &&
+      peers.sort().join('\n') === desired.sort().join('\n')
+    ) {
+      return;
+    }
+    const keyed = `${config.path}.keyed`;
+    const content = config.content.replace('[Interface]\n', `[Interface]\nPrivateKey = ${key}\n`);
+    await writeFile(keyed, content, { mode: 0o600 });
+    try {
+      await this.run(['wg', 'syncconf', device, keyed]);
+    } finally {
+      await rm(keyed, { force: true });
+    }
+  }
+
+  private async syncAddresses(link: LinuxLink, fresh: boolean): Promise<void> {
+    const shown = fresh
+      ? []
+      : (JSON.parse(await this.run(['ip', '-j', 'address', 'show', 'dev', link.name])) as {
+          addr_info?: { family: string; local: string; prefixlen: number }[];
+        }[]);
+    const current = shown.flatMap((l) =>
+      (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+    );
+    for (const address of link.addresses.filter((a) => !current.includes(a))) {
+      await this.run(['ip', 'address', 'replace', address, 'dev', link.name]);
+    }
+    for (const address of current.filter((a) => !link.addresses.includes(a))) {
+      await this.run(['ip', 'address', 'delete', address, 'dev', link.name]);
+    }
+  }
+
+  private async syncRoutes(link: LinuxLink, fresh: boolean): Promise<void> {
+    const shown = fresh
+      ? []
+      : (JSON.parse(await this.run(['ip', '-j', 'route', 'show', 'dev', link.name])) as {
+          dst: string;
+          protocol?: string;
+        }[]);
+    // The kernel's own routes (the prefix of each address) are not Loam's to manage.
+    const current = shown
+      .filter((r) => r.protocol !== 'kernel')
+      .map((r) => (r.dst.includes('/') ? r.dst : `${r.dst}/32`));
+    for (const route of link.routes.filter((r) => !current.includes(r))) {
+      await this.run(['ip', 'route', 'replace', route, 'dev', link.name]);
+    }
+    for (const route of current.filter((r) => !link.routes.includes(r))) {
+      await this.run(['ip', 'route', 'delete', route, 'dev', link.name]);
+    }
+  }
+
+  /** Loads the ruleset when the table is missing or the file differs; without Networks, deletes the table. */
+  private async ensureNftables(plan: LinuxPlan, wanted: boolean): Promise<void> {
+    const { path, content } = plan.nftables;
+    const present = await this.run(['nft', 'list', 'table', 'inet', 'loam']).then(
+      () => true,
+      () => false,
+    );
+    const current = (await readText(path)) === content;
+    if (wanted ? present && current : !present) return;
+    await writeFile(path, content);
+    await this.run(['nft', '-f', path]);
+  }
+
+  /** Starts dnsmasq, or restarts it when its config changed or its bridge was made anew. */
+  private async ensureDnsmasq(dnsmasq: LinuxPlan['dnsmasq'][number], bridgeCreated: boolean): Promise<void> {
+    const { config, pidFile } = dnsmasq;
+    const changed = (await readText(config.path)) !== config.content;
+    if (changed) await writeFile(config.path, config.content);
+    const pid = await runningPid(pidFile, `--conf-file=${config.path}`);
+    if (pid !== undefined && !changed && !bridgeCreated) return;
+    if (pid !== undefined) await stopProcess(pid);
+    await this.run(['dnsmasq', `--conf-file=${config.path}`]);
+  }
+
+  private async stopDnsmasq(pidFile: string): Promise<void> {
+    const pid = await runningPid(pidFile, 'dnsmasq');
+    if (pid !== undefined) await stopProcess(pid);
+  }
+
+  /** The files of Networks no longer served, their WireGuard keys included. */
+  private async removeFiles(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const names = await readdir(this.settings.stateDir);
+    const stale = names.filter((name) =>
+      ids.some((id) => new RegExp(`^(dnsmasq|wireguard)-${id}\\.`).test(name)),
+    );
+    await Promise.all(stale.map((name) => rm(join(this.settings.stateDir, name), { force: true })));
+  }
+
+  private async links(): Promise<Map<string, IpLink>> {
+    const shown = JSON.parse(await this.run(['ip', '-j', '-d', 'link', 'show'])) as IpLink[];
+    return new Map(shown.map((link) => [link.ifname, link]));
+  }
+
+  // --- state ------------------------------------------------------------------------------------
+
+  /** Reads the stored Networks; an agent that never served one has no directory yet, and makes none. */
+  private load(): Promise<void> {
+    this.loaded ??= (async () => {
+      const dir = join(this.settings.stateDir, 'networks');
+      const files = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [];
+        throw err;
+      });
+      for (const name of files.filter((n) => n.endsWith('.json')).sort()) {
+        const served = JSON.parse(await readFile(join(dir, name), 'utf8')) as Served;
+        const { namespace, name: networkName } = served.object.metadata;
+        this.networks.set(`${namespace}/${networkName}`, served);
+      }
+    })();
+    return this.loaded;
+  }
+
+  private networkFile(key: string): string {
+    return join(this.settings.stateDir, 'networks', `${key.replace('/', '_')}.json`);
+  }
+
+  private keyFile(id: string): string {
+    return join(this.settings.stateDir, `wireguard-${id}.key`);
+  }
+
+  private async store(key: string, served: Served): Promise<void> {
+    const file = this.networkFile(key);
+    await mkdir(join(this.settings.stateDir, 'networks'), { recursive: true, mode: 0o700 });
+    await writeFile(`${file}.tmp`, `${JSON.stringify(served, null, 2)}\n`);
+    await rename(`${file}.tmp`, file);
+  }
+
+  /** Makes the WireGuard private key of each server that has none yet. */
+  private async ensureKeys(model: RouterModel): Promise<void> {
+    await mkdir(this.settings.stateDir, { recursive: true, mode: 0o700 });
+    for (const network of model.networks) {
+      if (!network.wireguard) continue;
+      const file = this.keyFile(network.id);
+      if ((await readText(file)) !== '') continue;
+      await writeFile(file, `${generateKeyPair().privateKey}\n`, { mode: 0o600 });
+    }
+  }
+
+  // --- commands ---------------------------------------------------------------------------------
+
+  private run(argv: string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+    const [file = '', ...args] = this.wrap(argv);
+    return new Promise((resolve, reject) => {
+      execFile(
+        file,
+        args,
+        {
+          encoding: 'utf8',
+          timeout: this.timeoutMs,
+          maxBuffer: 16 << 20,
+          ...(options.env ? { env: options.env } : {}),
+        },
+        (err: ExecFileException | null, stdout: string, stderr: string) => {
+          if (!err) return resolve(stdout);
+          const detail = err.killed
+            ? `did not finish within ${this.timeoutMs} ms`
+            : stderr.trim() || stdout.trim() || err.message;
+          reject(new CommandFailed(argv, detail));
+        },
+      );
+    });
+  }
+}
+
+function refOf(object: NetworkJobObject): ResourceRef {
+  const { namespace, name, uid } = object.metadata;
+  return { kind: 'Network', namespace, name, uid } as ResourceRef;
+}
+
+/** Whether `current` is what `link` asks for; a link that is not is made anew. */
+function sameLink(link: LinuxLink, current: IpLink): boolean {
+  const kind = current.linkinfo?.info_kind;
+  if (link.kind === 'wireguard') return kind === 'wireguard' || kind === 'tun';
+  if (kind !== link.kind) return false;
+  const args = new Map<string, string>();
+  for (let i = 0; i + 1 < link.args.length; i += 2) args.set(link.args[i] ?? '', link.args[i + 1] ?? '');
+  const data = current.linkinfo?.info_data ?? {};
+  const same = (field: string, arg: string) =>
+    (data[field] === undefined ? undefined : String(data[field])) === args.get(arg);
+  if (link.kind === 'vxlan') {
+    return (
+      same('id', 'id') &&
+      same('port', 'dstport') &&
+      same('local', 'local') &&
+      same('link', 'dev') &&
+      same('group', 'group')
+    );
+  }
+  if (link.kind === 'vlan') return same('id', 'id') && current.link === args.get('link');
+  return true;
+}
+
+/** WireGuard's allowed IPs in a comparable form: sorted, "(none)" empty. */
+function allowedIPs(list: string): string {
+  return list === '(none)' || list === '' ? '' : list.split(',').sort().join(',');
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
+/** The live process the pid file names, if its command line contains `marker`. */
+async function runningPid(pidFile: string, marker: string): Promise<number | undefined> {
+  const pid = Number.parseInt(await readText(pidFile), 10);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const cmdline = (await readText(`/proc/${pid}/cmdline`)).split('\0');
+  return cmdline.some((arg) => arg.includes(marker)) && (await alive(pid)) ? pid : undefined;
+}
+
+/** Running, not a zombie waiting for a parent that does not reap it. */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readText(`/proc/${pid}/stat`);
+  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+/** SIGTERM, then waits (bounded) until it is gone, so its successor can bind the same sockets. */
+async function stopProcess(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return;
+    throw err;
+  }
+  for (let attempt = 0; attempt < 250; attempt++) {
+    if (!(await alive(pid))) return;
+    await delay(20);
+  }
+  throw new CommandFailed(['kill', String(pid)], 'still running 5 s after SIGTERM');
+}
