@@ -9,8 +9,11 @@ import { KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { openLibvirtDriver } from '../agents/libvirt/driver.js';
+import { LinuxRouterDriver } from '../agents/network/drivers/linux.js';
+import { defaultRouterSettings } from '../agents/network/model.js';
 import { defaultRouterName, renderManifests } from '../agents/network/render.js';
 import { registerAgentCommands } from '../agents/runtime/cli.js';
+import { agentSettings } from '../agents/runtime/config.js';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
 import type { LocalAgent } from '../controllers/local-agents.js';
 import { createBootstrapToken, joinCommand } from '../controllers/pki/bootstrap-tokens.js';
@@ -132,34 +135,59 @@ function onPath(command: string): boolean {
   });
 }
 
+/** The roles `loam up --local-agents` may run, and the commands each needs on this machine. */
+const localAgentTools: Record<AgentRole, string[]> = {
+  libvirt: ['virsh'],
+  network: ['ip', 'nft', 'dnsmasq', 'wg'],
+};
+
 /**
- * The agents `loam up` runs for this machine: a libvirt agent where libvirt's virsh is installed
- * (the network agent joins when its drivers land). One that cannot start is reported and left out.
+ * The agents `loam up` runs for this machine: of the roles asked for, those whose tools are
+ * installed. One that cannot start is reported and left out.
  */
 async function localAgents(options: {
   dataDir: string;
+  localAgents: string | boolean;
   libvirtUri: string;
   storageDir?: string;
+  wan: string;
   logLevel: string;
 }): Promise<LocalAgent[]> {
-  if (!onPath('virsh')) {
-    process.stderr.write(
-      'virsh is not installed: no local libvirt agent (join hypervisors with loam token create)\n',
-    );
-    return [];
-  }
+  if (options.localAgents === false) return [];
+  const roles = typeof options.localAgents === 'string' ? options.localAgents.split(',').filter(Boolean) : [];
   const logger = pino({ level: options.logLevel });
-  try {
-    const { driver, close } = await openLibvirtDriver({
-      uri: options.libvirtUri,
-      storageDir: options.storageDir ?? join(options.dataDir, 'libvirt'),
-      logger,
-    });
-    return [{ role: 'libvirt', driver, close, metricsAddress: '127.0.0.1:9470' }];
-  } catch (err) {
-    process.stderr.write(`the local libvirt agent cannot start: ${(err as Error).message}\n`);
-    return [];
+  const agents: LocalAgent[] = [];
+  for (const role of roles.map(agentRole)) {
+    const missing = localAgentTools[role].filter((tool) => !onPath(tool));
+    if (missing.length > 0) {
+      process.stderr.write(`no local ${role} agent: ${missing.join(', ')} not installed\n`);
+      continue;
+    }
+    try {
+      if (role === 'libvirt') {
+        const { driver, close } = await openLibvirtDriver({
+          uri: options.libvirtUri,
+          storageDir: options.storageDir ?? agentSettings.storageDir.default,
+          logger,
+        });
+        agents.push({ role, driver, close, metricsAddress: '127.0.0.1:9470' });
+      } else {
+        const settings = {
+          ...defaultRouterSettings('linux'),
+          wan: options.wan,
+          stateDir: join(options.dataDir, 'network'),
+        };
+        agents.push({
+          role,
+          driver: new LinuxRouterDriver({ settings, logger }),
+          metricsAddress: '127.0.0.1:9471',
+        });
+      }
+    } catch (err) {
+      process.stderr.write(`the local ${role} agent cannot start: ${(err as Error).message}\n`);
+    }
   }
+  return agents;
 }
 
 function hostPort(value: string): { host: string; port: number } {
@@ -201,7 +229,17 @@ program
   .option('--etcd-endpoints <urls>', 'comma-separated etcd client URLs, for --store etcd', '')
   .option('--tls-san <name>', 'extra DNS name or IP for the serving certificate; repeatable', collect, [])
   .option('--log-level <level>', 'pino log level: fatal, error, warn, info, debug, trace', 'info')
-  .option('--no-local-agents', "don't run this machine's libvirt agent inside loam up")
+  .option(
+    '--local-agents <roles>',
+    "this machine's agents to run inside loam up, of those whose tools are installed: libvirt (virsh), network (ip, nft, dnsmasq, wg)",
+    'libvirt,network',
+  )
+  .option('--no-local-agents', 'run no agents inside loam up')
+  .option(
+    '--wan <device>',
+    "the local network agent's uplink, which Networks with egress are masqueraded out of",
+    'eth0',
+  )
   .option(
     '--libvirt-uri <uri>',
     "the local libvirt agent's connection (test:///default: libvirt's test driver)",
@@ -209,7 +247,7 @@ program
   )
   .option(
     '--storage-dir <dir>',
-    'where the local libvirt agent keeps images and disks (default <data-dir>/libvirt)',
+    `where the local libvirt agent keeps images and disks, outside the data dir, which QEMU may not enter (default ${agentSettings.storageDir.default})`,
   )
   .action(
     async (options: {
@@ -220,7 +258,8 @@ program
       etcdEndpoints: string;
       tlsSan: string[];
       logLevel: string;
-      localAgents: boolean;
+      localAgents: string | boolean;
+      wan: string;
       libvirtUri: string;
       storageDir?: string;
     }) => {
@@ -238,7 +277,7 @@ program
         logLevel: options.logLevel,
         agentHost: options.agentAddress.host,
         agentPort: options.agentAddress.port,
-        localAgents: options.localAgents ? await localAgents(options) : [],
+        localAgents: await localAgents(options),
         version: pkg.version,
       });
       process.stderr.write(

@@ -7,12 +7,30 @@ set -euo pipefail
 packages=(
   etcd-server etcd-client                       # storage conformance against a real etcd
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-daemon-system                         # qemu:///system: the libvirt-qemu user, qemu.conf
   xorriso busybox                               # cloud-init seed ISOs, initramfs for test boots
+  linux-image-cloud-amd64 cpio                  # the kernel and initramfs of the real-boot e2e guest
   iproute2 nftables dnsmasq-base wireguard-tools wireguard-go
   prometheus                                    # scrapes /metrics in e2e tests
   protobuf-compiler libprotobuf-dev             # proto/ code generation
   python3 make g++                              # better-sqlite3 builds from source
 )
+
+# libvirt-daemon-system brings libvirt's "default" NAT network (libvirt-daemon-config-network),
+# autostarted with libvirtd: a virbr0 bridge on 192.168.122.0/24 with dnsmasq and iptables rules.
+# Loam makes its own bridges, and tests touch no addresses but loopback and their own namespaces,
+# so it must not autostart (it stays defined: `virsh net-start default` still works).
+default_network=/etc/libvirt/qemu/networks/autostart/default.xml
+setup() {
+  if [ -L "$default_network" ] || [ -e "$default_network" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-deps: run as root: rm $default_network" >&2
+      exit 1
+    fi
+    rm -f "$default_network"
+    echo "install-deps: libvirt's default network no longer autostarts"
+  fi
+}
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -23,6 +41,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  setup
   exit 0
 fi
 
@@ -43,5 +62,9 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# The kernels installed here only boot test guests (with their own initramfs), never this host:
+# INITRD=No makes the kernel's postinst hook skip update-initramfs, minutes on 2 cores.
+export INITRD=No
 apt-get update -qq
 $install_line
+setup

@@ -92,7 +92,9 @@ export class LibvirtDriver implements Driver {
   }
 
   async inventory(): Promise<InventoryItem[]> {
-    return (await this.jobs.inventory()).map(({ status, facts }) => this.item(status, facts));
+    return (await this.jobs.inventory())
+      .filter(({ status }) => !startingUp(status))
+      .map(({ status, facts }) => this.item(status, facts));
   }
 
   async handle(job: AgentJob, signal: AbortSignal): Promise<JobOutcome> {
@@ -290,6 +292,7 @@ export class LibvirtDriver implements Driver {
       events.inventoryChanged({ removed: [ref] });
       return;
     }
+    if (startingUp(status)) return; // the next poll reports where it settles
     let facts: DomainFacts;
     try {
       facts = parseDomainXml(await this.hypervisor.dumpxml(name, { inactive: true }));
@@ -337,6 +340,14 @@ function observedOf(domain: ObservedDomain | undefined): ObservedInstance {
     generation: defined.identity?.generation,
     interfaces: defined.interfaces.map(({ mac }) => ({ mac })),
   };
+}
+
+/**
+ * A domain libvirt is still starting shows as paused (reason starting-up): not running yet, and
+ * it may still fail (a kernel QEMU cannot open), so it is not reported until it settles.
+ */
+function startingUp({ state, reason }: DomainStatus): boolean {
+  return state === 'paused' && reason === 'starting-up';
 }
 
 function powerState({ state, reason }: DomainStatus): ObservedInstance['state'] {

@@ -54,7 +54,7 @@ export const agentSettings = {
   storageDir: {
     value: 'dir',
     help: 'where instance disks, console logs and the image cache go',
-    default: '/var/lib/loam/libvirt',
+    default: '/var/lib/loam-libvirt',
     roles: ['libvirt'],
   },
   stateDir: {

@@ -49,7 +49,7 @@ describe('agent configuration', () => {
   it('gives the libvirt role, and only it, the libvirt settings', () => {
     const config = resolveAgentConfig('libvirt', sources({ flags: required }));
     assert.equal(config.libvirtUri, 'qemu:///system');
-    assert.equal(config.storageDir, '/var/lib/loam/libvirt');
+    assert.equal(config.storageDir, '/var/lib/loam-libvirt');
     const fromEnv = resolveAgentConfig(
       'libvirt',
       sources({

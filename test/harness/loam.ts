@@ -12,7 +12,10 @@ export interface LoamOptions {
   port?: number;
   /** The agent hub's port; 0 (default) picks a free port. */
   agentPort?: number;
-  /** Run this machine's libvirt agent on this libvirt URI; without it, --no-local-agents. */
+  /**
+   * Run this machine's libvirt agent (only) on this libvirt URI, with its storage beside the data
+   * dir (`<dataDir>-libvirt`); without it, --no-local-agents.
+   */
   libvirtUri?: string;
 }
 
@@ -39,7 +42,18 @@ export class LoamProcess {
       'warn',
     ];
     if (options.etcdEndpoints) args.push('--etcd-endpoints', options.etcdEndpoints.join(','));
-    args.push(...(options.libvirtUri ? ['--libvirt-uri', options.libvirtUri] : ['--no-local-agents']));
+    args.push(
+      ...(options.libvirtUri
+        ? [
+            '--local-agents',
+            'libvirt',
+            '--libvirt-uri',
+            options.libvirtUri,
+            '--storage-dir',
+            `${options.dataDir}-libvirt`,
+          ]
+        : ['--no-local-agents']),
+    );
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     const url = await new Promise<string>((resolve, reject) => {
