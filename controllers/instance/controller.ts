@@ -14,7 +14,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
-import type { AgentState, ObjectRef } from '../runtime/agent-state.js';
+import type { AgentState, JobFailure, ObjectRef } from '../runtime/agent-state.js';
 import { type Cache, objectKey } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
@@ -151,9 +151,10 @@ export class InstanceController extends ObjectController<Instance> {
     const ref = instanceRef(namespace, instance.metadata.name ?? '');
     const uid = instance.metadata.uid ?? '';
     const host = instance.status?.host;
-    const rejection = agents
-      .rejectionsOf(ref, uid, instance.metadata.generation ?? 0)
-      .find((r) => r.type === 'instance.apply');
+    const generation = instance.metadata.generation ?? 0;
+    const isApply = (failure: JobFailure) => failure.type === 'instance.apply';
+    const rejection = agents.rejectionsOf(ref, uid, generation).find(isApply);
+    const failure = agents.failuresOf(ref, uid, generation).find(isApply);
     const result = reconcileInstance({
       instance,
       hosts: this.options.hosts.list() as Host[],
@@ -163,6 +164,7 @@ export class InstanceController extends ObjectController<Instance> {
       connectedAgents: agents.connected('libvirt'),
       inFlight: agents.jobsFor(ref, uid) as InstanceJob[],
       ...(rejection ? { rejection } : {}),
+      ...(failure ? { failure } : {}),
       now: new Date(),
     });
     await carryOut(instance, result, {

@@ -155,6 +155,11 @@ export interface InstanceReconcileInput {
    * image checksum, say). Status remembers it for that generation, so the shell may pass it once.
    */
   rejection?: { generation: number; message: string };
+  /**
+   * The last instance.apply failed in a way worth retrying (the agent could not start the domain,
+   * or did not answer in time), and none has succeeded since; the shell retries with backoff.
+   */
+  failure?: { generation: number; message: string };
   now: Date;
 }
 
@@ -261,6 +266,7 @@ function decide(input: InstanceReconcileInput): Outcome {
   const generation = generationOf(instance);
   const runStrategy = instance.spec.runStrategy;
   const rejection = rejectionOf(input, generation);
+  const failure = input.failure?.generation === generation ? input.failure.message : undefined;
   const current =
     observed.state !== 'absent' && observed.generation === generation && !nicsDiffer(observed, interfaces);
   const powerAction = powerActionNeeded[runStrategy].includes(observed.state);
@@ -286,6 +292,16 @@ function decide(input: InstanceReconcileInput): Outcome {
         message: `the domain on Host ${host} is defined for generation ${generation}`,
       },
     };
+  } else if (failure !== undefined) {
+    provisioned = {
+      condition: {
+        type: 'Provisioned',
+        status: 'False',
+        reason: 'ApplyFailed',
+        message: `Host ${host} could not apply generation ${generation}: ${failure}; retrying`,
+      },
+      event: { type: 'Warning', reason: 'FailedApply' },
+    };
   } else if (applying)
     provisioned = notProvisioned('Provisioning', `generation ${generation} sent to Host ${host}`);
   else provisioned = notProvisioned('WaitingForAgent', `the agent of Host ${host} is not connected`);
@@ -296,6 +312,7 @@ function decide(input: InstanceReconcileInput): Outcome {
     powerAction,
     blocked: problem ? 'Pending' : rejection !== undefined ? 'Failed' : undefined,
     applying,
+    ...(failure === undefined ? {} : { failure }),
   });
   return {
     ...bound,
@@ -327,12 +344,17 @@ function powerState(
     /** Why no apply can be sent: a spec problem (Pending) or a refused generation (Failed). */
     blocked?: 'Pending' | 'Failed';
     applying: boolean;
+    /** Why the last attempt to start or stop it failed. */
+    failure?: string;
   },
 ): { phase: InstancePhase; readiness: Finding } {
   const { host, runStrategy } = context;
+  const verb = state === 'running' ? 'stopping' : 'starting';
   const then =
     context.powerAction && context.blocked === undefined
-      ? `; ${state === 'running' ? 'stopping' : 'starting'} it (runStrategy ${runStrategy})`
+      ? context.failure === undefined
+        ? `; ${verb} it (runStrategy ${runStrategy})`
+        : `; ${verb} it failed: ${context.failure}; retrying (runStrategy ${runStrategy})`
       : '';
   switch (state) {
     case 'running':

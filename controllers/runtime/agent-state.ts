@@ -44,10 +44,11 @@ export interface InFlightJob {
 }
 
 /**
- * A job the agent refused for good (INVALID_ARGUMENT, FAILED_PRECONDITION, or UNIMPLEMENTED: its
- * driver does not do this): sending it again cannot help until the object changes.
+ * A job that failed, as its agent answered: refused for good (INVALID_ARGUMENT,
+ * FAILED_PRECONDITION, or UNIMPLEMENTED: its driver does not do this), when sending it again cannot
+ * help until the object changes; or failed in a way worth retrying.
  */
-export interface Rejection {
+export interface JobFailure {
   agent: AgentRef;
   type: string;
   uid: string;
@@ -97,7 +98,9 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
   private readonly observations = new Map<ObjectKey, Map<string, Observation>>();
   private readonly inFlight = new Map<ObjectKey, Set<InFlightJob>>();
   /** Per object, the latest refusal per agent and job type. */
-  private readonly rejections = new Map<ObjectKey, Map<string, Rejection>>();
+  private readonly rejections = new Map<ObjectKey, Map<string, JobFailure>>();
+  /** Per object, the latest retryable failure per agent and job type, until one succeeds. */
+  private readonly failures = new Map<ObjectKey, Map<string, JobFailure>>();
 
   constructor(
     private readonly hub: Hub,
@@ -162,9 +165,16 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
   }
 
   /** The refusals of jobs for this generation of the object (a new generation may fare better). */
-  rejectionsOf(ref: ObjectRef, uid: string, generation: number): Rejection[] {
+  rejectionsOf(ref: ObjectRef, uid: string, generation: number): JobFailure[] {
     return [...(this.rejections.get(refKey(ref))?.values() ?? [])].filter(
       (rejection) => rejection.uid === uid && rejection.generation === generation,
+    );
+  }
+
+  /** The retryable failures of jobs for this generation of the object not followed by a success. */
+  failuresOf(ref: ObjectRef, uid: string, generation: number): JobFailure[] {
+    return [...(this.failures.get(refKey(ref))?.values() ?? [])].filter(
+      (failure) => failure.uid === uid && failure.generation === generation,
     );
   }
 
@@ -173,6 +183,7 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     const key = refKey(ref);
     this.observations.delete(key);
     this.rejections.delete(key);
+    this.failures.delete(key);
   }
 
   /**
@@ -190,6 +201,22 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     jobs.add(job);
     this.inFlight.set(key, jobs);
     const log = this.logger.child({ agent: agentKey(job.agent), job: job.type, object: key });
+    const outcome = (book: Map<ObjectKey, Map<string, JobFailure>>, message?: string) => {
+      const byJob = book.get(key) ?? new Map<string, JobFailure>();
+      const jobKey = `${agentKey(job.agent)} ${job.type}`;
+      if (message === undefined) byJob.delete(jobKey);
+      else {
+        byJob.set(jobKey, {
+          agent: job.agent,
+          type: job.type,
+          uid: job.object.metadata.uid ?? '',
+          generation: job.object.metadata.generation ?? 0,
+          message,
+        });
+      }
+      if (byJob.size > 0) book.set(key, byJob);
+      else book.delete(key);
+    };
     const settle = (failed: boolean) => {
       jobs.delete(job);
       if (jobs.size === 0 && this.inFlight.get(key) === jobs) this.inFlight.delete(key);
@@ -204,6 +231,7 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
       .then(
         (result) => {
           if (result.code === grpcStatus.OK) {
+            outcome(this.failures);
             this.store(key, {
               agent: job.agent,
               uid: job.object.metadata.uid ?? '',
@@ -212,23 +240,18 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
             settle(false);
           } else if (permanentCodes.has(result.code)) {
             log.warn({ code: result.code, message: result.message }, 'agent refused the job');
-            const rejections = this.rejections.get(key) ?? new Map<string, Rejection>();
-            rejections.set(`${agentKey(job.agent)} ${job.type}`, {
-              agent: job.agent,
-              type: job.type,
-              uid: job.object.metadata.uid ?? '',
-              generation: job.object.metadata.generation ?? 0,
-              message: result.message,
-            });
-            this.rejections.set(key, rejections);
+            outcome(this.rejections, result.message);
             settle(false);
           } else {
             log.warn({ code: result.code, message: result.message }, 'job failed; will retry');
+            outcome(this.failures, result.message);
             settle(true);
           }
         },
         (err: unknown) => {
-          log.warn({ err: isLoamError(err) ? err.message : err }, 'job not delivered; will retry');
+          const message = isLoamError(err) ? err.message : String(err);
+          log.warn({ err: message }, 'job not delivered; will retry');
+          outcome(this.failures, message);
           settle(true);
         },
       );

@@ -264,6 +264,53 @@ describe('reconcileInstance', () => {
     });
   });
 
+  describe('a failed apply, retried', () => {
+    it('says why it has not been provisioned while the agent fails, and sends it again', () => {
+      const scheduled = stored(web(), reconcileInstance(input(web())));
+      const failing = reconcileInstance(
+        input(scheduled, {
+          observed: { state: 'absent' },
+          failure: { generation: 1, message: 'no space left on device' },
+        }),
+      );
+      assert.equal(failing.jobs.length, 1, 'retried: the shell paces it with backoff');
+      assert.equal(conditionOf(failing, 'Provisioned')?.reason, 'ApplyFailed');
+      assert.match(
+        conditionOf(failing, 'Provisioned')?.message ?? '',
+        /generation 1: no space left on device; retrying/,
+      );
+      assert.deepEqual(
+        failing.events.map((e) => e.reason),
+        ['FailedApply'],
+      );
+      // A failure of an older generation says nothing about this one.
+      const next = updated(stored(scheduled, failing), { memory: '1Gi' });
+      const fresh = reconcileInstance(
+        input(next, { observed: { state: 'absent' }, failure: { generation: 1, message: 'old' } }),
+      );
+      assert.equal(conditionOf(fresh, 'Provisioned')?.reason, 'Provisioning');
+    });
+
+    it('names the failure when a defined domain will not start', () => {
+      const scheduled = stored(web(), reconcileInstance(input(web())));
+      const stopped = reconcileInstance(
+        input(scheduled, {
+          observed: {
+            state: 'stopped',
+            generation: 1,
+            interfaces: (scheduled.status?.interfaces ?? []).map(({ mac }) => ({ mac })),
+          },
+          failure: { generation: 1, message: 'could not open kernel file: Permission denied' },
+        }),
+      );
+      assert.equal(conditionOf(stopped, 'Provisioned')?.status, 'True', 'the domain is defined');
+      assert.match(
+        conditionOf(stopped, 'Ready')?.message ?? '',
+        /starting it failed: could not open kernel file: Permission denied; retrying/,
+      );
+    });
+  });
+
   describe('runStrategy', () => {
     const cases: {
       runStrategy: RunStrategy;
