@@ -70,6 +70,7 @@ export class Agent {
       concurrency: options.maxConcurrentJobs ?? 8,
       onResult: (type, code, seconds) => recordJob(this.metrics, type, code, seconds),
     });
+    options.driver.registerMetrics?.(this.metrics.registry);
   }
 
   /** Where /metrics and /healthz are served, once they are. */

@@ -6,6 +6,7 @@
 import { arch, availableParallelism, hostname, release, totalmem, type } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { status } from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
 import type { ResourceRef, StreamRequest } from '../../proto/gen/loam/agent/v1/agent.js';
 
 export type { ResourceRef, StreamRequest };
@@ -84,6 +85,11 @@ export interface Driver {
   start?(events: DriverEvents): Promise<void>;
   /** Called once at shutdown, after the last job finished. */
   stop?(): Promise<void>;
+  /**
+   * Registers the driver's own metrics (per-domain stats, WireGuard peers) in the agent's
+   * registry, served on its /metrics; called once, before the first session.
+   */
+  registerMetrics?(registry: Registry): void;
   /**
    * The local end of a byte stream the hub asked for (a console); bytes written to it go to the
    * hub and the hub's bytes are written into it. Undefined when the driver does not serve the

@@ -199,6 +199,7 @@ describe('agent session', () => {
     assert.match(metrics, /^loam_agent_session_connected 1$/m);
     assert.match(metrics, /^loam_agent_jobs_total\{type="instance.apply",result="OK"\} 1$/m);
     assert.match(metrics, /^loam_agent_job_duration_seconds_count\{type="instance.apply"\} 1$/m);
+    assert.match(metrics, /^loam_test_driver_jobs \d+$/m, "the driver's own metrics");
     const expiry = Number(/^loam_agent_certificate_expiry_timestamp_seconds (\S+)$/m.exec(metrics)?.[1]);
     assert.ok(expiry > Date.now() / 1000, 'the certificate expires in the future');
 

@@ -5,6 +5,7 @@
  */
 import { type Duplex, PassThrough } from 'node:stream';
 import { status } from '@grpc/grpc-js';
+import { Gauge, type Registry } from 'prom-client';
 import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome, StreamRequest } from '../driver.js';
 
 export class TestDriver implements Driver {
@@ -31,6 +32,19 @@ export class TestDriver implements Driver {
 
   async facts(): Promise<Record<string, string>> {
     return this.extraFacts;
+  }
+
+  /** A driver metric, as real drivers export theirs: the jobs it was handed. */
+  registerMetrics(registry: Registry): void {
+    const jobs = this.jobs;
+    new Gauge({
+      name: 'loam_test_driver_jobs',
+      help: 'Jobs handed to the test driver.',
+      registers: [registry],
+      collect() {
+        this.set(jobs.length);
+      },
+    });
   }
 
   async inventory(): Promise<InventoryItem[]> {
