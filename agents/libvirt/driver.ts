@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { InstanceJobObject, ObservedInstance } from '../../controllers/instance/reconcile.js';
 import { isLoamError, LoamError } from '../../crds/errors.js';
 import { parseQuantity } from '../../crds/quantity.js';
@@ -36,6 +37,13 @@ import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from
 import { DomainJobs, type ObservedDomain } from './jobs.js';
 import { preflight } from './preflight.js';
 import { buildSeedIso, seedFiles } from './seed.js';
+import {
+  type InstanceMetric,
+  type InstanceSamples,
+  instanceMetricDefinitions,
+  instanceMetrics,
+  statsGroups,
+} from './stats.js';
 import { Virsh } from './virsh.js';
 
 /** A file fetched by URL into a local cache and checked against its sha256; resolves to its path. */
@@ -58,6 +66,8 @@ export interface LibvirtDriverOptions {
 }
 
 const qemuImgTimeoutMs = 60_000;
+// Well inside Prometheus's default 10 s scrape timeout.
+const statsTimeoutMs = 5_000;
 
 // The uid names a directory under storageDir: nothing in it may climb out.
 const safeUid = /^[0-9a-z-]{1,64}$/;
@@ -116,6 +126,69 @@ export class LibvirtDriver implements Driver {
   async stop(): Promise<void> {
     this.watcher?.abort.abort();
     await this.watcher?.done;
+  }
+
+  /**
+   * The per-Instance metrics (stats.ts) of the Loam domains seen so far (inventory and polling),
+   * from one domstats call per scrape. When libvirt does not answer in time they are left empty.
+   */
+  registerMetrics(registry: Registry): void {
+    let scrape: Promise<InstanceSamples | undefined> | undefined;
+    // The registry collects every metric at once: they share one call.
+    const samples = () => {
+      scrape ??= this.instanceSamples().finally(() => {
+        scrape = undefined;
+      });
+      return scrape;
+    };
+    const labelNames = ['namespace', 'name'] as const;
+    for (const [name, { type, help }] of Object.entries(instanceMetricDefinitions)) {
+      const metric = name as InstanceMetric;
+      if (type === 'counter') {
+        new Counter({
+          name,
+          help,
+          labelNames,
+          registers: [registry],
+          async collect() {
+            const rows = (await samples())?.[metric] ?? [];
+            this.reset();
+            for (const { labels, value } of rows) this.inc(labels, value);
+          },
+        });
+      } else {
+        new Gauge({
+          name,
+          help,
+          labelNames,
+          registers: [registry],
+          async collect() {
+            const rows = (await samples())?.[metric] ?? [];
+            this.reset();
+            for (const { labels, value } of rows) this.set(labels, value);
+          },
+        });
+      }
+    }
+  }
+
+  private async instanceSamples(): Promise<InstanceSamples | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new LoamError('Unavailable', `domstats did not answer within ${statsTimeoutMs} ms`)),
+        statsTimeoutMs,
+      );
+    });
+    try {
+      const stats = await Promise.race([this.hypervisor.domstats([], statsGroups), late]);
+      return instanceMetrics(stats, this.refs);
+    } catch (err) {
+      this.logger.debug({ err }, 'no domain stats; instance metrics left empty');
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async apply(object: InstanceJobObject, signal: AbortSignal): Promise<ObservedInstance> {

@@ -99,6 +99,20 @@ export interface DomainEvent {
   previous?: DomainStatus;
 }
 
+/** The groups of libvirt's bulk stats (virsh domstats --state, --cpu-total, …). */
+export type StatsGroup =
+  | 'state'
+  | 'cpu-total'
+  | 'balloon'
+  | 'vcpu'
+  | 'interface'
+  | 'block'
+  | 'perf'
+  | 'iothread'
+  | 'memory'
+  | 'dirtyrate'
+  | 'vm';
+
 /** The libvirt and hypervisor versions, as libvirt reports them. */
 export interface HypervisorVersion {
   library: string;
@@ -128,8 +142,11 @@ export interface Hypervisor {
   list(): Promise<DomainStatus[]>;
   /** The live definition of a running domain, or the persistent one when `inactive` or shut off. */
   dumpxml(domain: string, options?: { inactive?: boolean }): Promise<string>;
-  /** libvirt's bulk stats (cpu.time, balloon.rss, net.0.rx.bytes, …) per domain, all domains when none given. */
-  domstats(domains?: string[]): Promise<Map<string, Record<string, string>>>;
+  /**
+   * libvirt's bulk stats (cpu.time, balloon.rss, net.0.rx.bytes, …) per domain, all domains when
+   * none given; every group the driver supports when none given, and a group it lacks is skipped.
+   */
+  domstats(domains?: string[], groups?: readonly StatsGroup[]): Promise<Map<string, Record<string, string>>>;
   /** Lifecycle changes until `signal` aborts. */
   events(signal: AbortSignal): AsyncIterable<DomainEvent>;
   close(): Promise<void>;

@@ -25,6 +25,7 @@ import {
   type Hypervisor,
   type HypervisorVersion,
   pollEvents,
+  type StatsGroup,
   waitForShutoff,
 } from './hypervisor.js';
 
@@ -146,8 +147,12 @@ export class Virsh implements Hypervisor {
     return this.virsh('dumpxml', ...(options.inactive ? ['--inactive'] : []), domain);
   }
 
-  async domstats(domains: string[] = []): Promise<Map<string, Record<string, string>>> {
-    return parseDomstats(await this.virsh('domstats', '--raw', ...domains));
+  async domstats(
+    domains: string[] = [],
+    groups: readonly StatsGroup[] = [],
+  ): Promise<Map<string, Record<string, string>>> {
+    const flags = groups.map((group) => `--${group}`);
+    return parseDomstats(await this.virsh('domstats', '--raw', ...flags, ...domains));
   }
 
   events(signal: AbortSignal): AsyncIterable<DomainEvent> {

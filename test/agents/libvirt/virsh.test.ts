@@ -278,6 +278,13 @@ describe('agents/libvirt/virsh', () => {
         'state.state': '1',
         'state.reason': '0',
       });
+      // Groups the test driver lacks are skipped, not refused.
+      assert.deepEqual(
+        (await virsh.domstats(['test'], ['state', 'cpu-total', 'balloon', 'interface', 'block'])).get('test'),
+        { 'state.state': '1', 'state.reason': '0' },
+      );
+      // Only the groups asked for: the test driver's iothread group has no fields.
+      assert.deepEqual((await virsh.domstats(['test'], ['iothread'])).get('test'), {});
     });
 
     it('dumps the live and the persistent definition', async () => {
