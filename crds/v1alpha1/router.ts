@@ -26,6 +26,11 @@ export const routerStatusSchema = statusSchema({
       hostname: z.string().optional(),
       agentVersion: z.string().optional(),
       driverVersion: z.string().optional(),
+      driver: z.enum(routerDrivers).optional(),
+      nftablesVersion: z.string().optional(),
+      dnsmasqVersion: z.string().optional(),
+      wireguardToolsVersion: z.string().optional(),
+      interfaces: z.string().optional().describe("The router's own network interfaces, comma-separated."),
     })
     .optional(),
   heartbeatTime: timestamp().optional(),

@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { objectKey } from '../../../controllers/network/allocate.js';
 import {
   configHashAnnotation,
@@ -51,6 +52,7 @@ import {
   type RouterModel,
   type RouterSettings,
 } from '../model.js';
+import { countActiveLeases, parseWireguardDump, type WireguardPeerStats } from '../wireguard-stats.js';
 
 export interface LinuxRouterDriverOptions {
   settings: RouterSettings;
@@ -91,6 +93,15 @@ interface IpLink {
   linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
 }
 
+/** How a network.apply or network.delete job ended: refused is INVALID_ARGUMENT, failed any other error. */
+type ApplyResult = 'ok' | 'refused' | 'failed';
+
+/** A WireGuard peer of a served Network, labelled for the metrics. */
+interface PeerRow {
+  labels: { namespace: string; network: string; peer: string };
+  stats: WireguardPeerStats;
+}
+
 const floodMac = '00:00:00:00:00:00';
 const ownedLink = /^loam_([a-z2-7]{6})_/;
 
@@ -106,11 +117,27 @@ export class LinuxRouterDriver implements Driver {
   private events: DriverEvents | undefined;
   /** Whether `ip link add type wireguard` works; learnt from the first WireGuard link. */
   private kernelWireguard: boolean | undefined;
+  /** How jobs ended, counted from the start; registerMetrics adds these to the agent's registry. */
+  private readonly applies = new Counter<'result'>({
+    name: 'loam_router_apply_total',
+    help: 'network.apply and network.delete jobs finished, by result: ok, refused (INVALID_ARGUMENT: the Network cannot be served as it is) or failed.',
+    labelNames: ['result'],
+    registers: [],
+  });
+  private readonly lastApply = new Gauge<'result'>({
+    name: 'loam_router_last_apply_timestamp_seconds',
+    help: 'When the latest network.apply or network.delete job with each result finished, in seconds since the Unix epoch.',
+    labelNames: ['result'],
+    registers: [],
+  });
+  /** The `wg show all dump` being read, shared by the metrics of one scrape. */
+  private peerScrape: Promise<PeerRow[]> | undefined;
 
   constructor(private readonly options: LinuxRouterDriverOptions) {
     this.settings = options.settings;
     this.wrap = options.exec ?? ((argv) => argv);
     this.timeoutMs = options.commandTimeoutMs ?? 30_000;
+    for (const result of ['ok', 'refused', 'failed'] satisfies ApplyResult[]) this.applies.inc({ result }, 0);
   }
 
   async facts(): Promise<Record<string, string>> {
@@ -118,12 +145,144 @@ export class LinuxRouterDriver implements Driver {
       const output = await this.run(argv).catch(() => '');
       return /\bv?(\d+(?:\.\d+)+)/.exec(output)?.[1] ?? 'missing';
     };
+    const links = await this.run(['ip', '-j', 'link', 'show']).then(
+      (output) => JSON.parse(output) as { ifname: string; link_type?: string }[],
+      () => [],
+    );
+    // The router's own links, not the loopback or those Loam made.
+    const interfaces = links
+      .filter((link) => link.link_type !== 'loopback' && !ownedLink.test(link.ifname))
+      .map((link) => link.ifname);
     return {
       driver: 'linux',
       nftablesVersion: await version(['nft', '--version']),
       dnsmasqVersion: await version(['dnsmasq', '--version']),
       wireguardToolsVersion: await version(['wg', '--version']),
+      ...(interfaces.length > 0 ? { interfaces: interfaces.join(',') } : {}),
     };
+  }
+
+  /**
+   * Per served Network: its applied generation, static and active DHCP leases, and its WireGuard
+   * peers' latest handshake and transfer (one `wg show all dump` per scrape); and how
+   * network.apply and network.delete jobs ended. Read when scraped.
+   */
+  registerMetrics(registry: Registry): void {
+    const driver = this;
+    const networkLabels = (network: { namespace: string; name: string }) => ({
+      namespace: network.namespace,
+      network: network.name,
+    });
+    registry.registerMetric(this.applies);
+    registry.registerMetric(this.lastApply);
+    new Gauge({
+      name: 'loam_network_applied_generation',
+      help: 'The generation of each Network the router serves.',
+      labelNames: ['namespace', 'network'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { object } of driver.networks.values()) {
+          this.set(networkLabels(object.metadata), object.metadata.generation);
+        }
+      },
+    });
+    new Gauge({
+      name: 'loam_network_dhcp_static_leases',
+      help: 'Static DHCP leases (reserved addresses of Instances) configured per Network.',
+      labelNames: ['namespace', 'network'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const network of driver.model(driver.networks).networks) {
+          if (network.dhcp) this.set(networkLabels(network), network.dhcp.leases.length);
+        }
+      },
+    });
+    new Gauge({
+      name: 'loam_network_dhcp_leases',
+      help: "Active DHCP leases per Network, from its dnsmasq's lease file.",
+      labelNames: ['namespace', 'network'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        const now = Date.now() / 1000;
+        for (const network of driver.model(driver.networks).networks) {
+          if (!network.dhcp) continue;
+          const leases = await readText(join(driver.settings.stateDir, `dnsmasq-${network.id}.leases`));
+          this.set(networkLabels(network), countActiveLeases(leases, now));
+        }
+      },
+    });
+    const peerLabels = ['namespace', 'network', 'peer'];
+    new Gauge({
+      name: 'loam_wireguard_peer_latest_handshake_seconds',
+      help: "When each WireGuard peer's latest handshake happened, in seconds since the Unix epoch; 0 if never.",
+      labelNames: peerLabels,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const { labels, stats } of await driver.wireguardPeers()) {
+          this.set(labels, stats.latestHandshake);
+        }
+      },
+    });
+    new Counter({
+      name: 'loam_wireguard_peer_receive_bytes_total',
+      help: 'Bytes the router received from each WireGuard peer.',
+      labelNames: peerLabels,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const { labels, stats } of await driver.wireguardPeers()) this.inc(labels, stats.rx);
+      },
+    });
+    new Counter({
+      name: 'loam_wireguard_peer_transmit_bytes_total',
+      help: 'Bytes the router sent to each WireGuard peer.',
+      labelNames: peerLabels,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const { labels, stats } of await driver.wireguardPeers()) this.inc(labels, stats.tx);
+      },
+    });
+  }
+
+  /** The peers of the served Networks' WireGuard servers as the router sees them; none when it cannot tell. */
+  private wireguardPeers(): Promise<PeerRow[]> {
+    this.peerScrape ??= this.readWireguardPeers().finally(() => {
+      this.peerScrape = undefined;
+    });
+    return this.peerScrape;
+  }
+
+  private async readWireguardPeers(): Promise<PeerRow[]> {
+    const servers = new Map<string, { network: NetworkModel; peers: Map<string, string> }>();
+    for (const network of this.model(this.networks).networks) {
+      const peers = network.wireguard?.peers;
+      if (peers) {
+        servers.set(network.names.wireguard, {
+          network,
+          peers: new Map(peers.map((peer) => [peer.publicKey, peer.peer])),
+        });
+      }
+    }
+    if (servers.size === 0) return [];
+    let dump: string;
+    try {
+      dump = await this.run(['wg', 'show', 'all', 'dump']);
+    } catch (err) {
+      this.options.logger?.debug({ err: (err as Error).message }, 'could not read the WireGuard peers');
+      return [];
+    }
+    return parseWireguardDump(dump).flatMap((stats) => {
+      const server = servers.get(stats.interface);
+      const peer = server?.peers.get(stats.publicKey);
+      if (!server || peer === undefined) return [];
+      const { namespace, name } = server.network;
+      return [{ labels: { namespace, network: name, peer }, stats }];
+    });
   }
 
   /** Serves the stored Networks again, repairing whatever changed while the agent was away. */
@@ -147,12 +306,26 @@ export class LinuxRouterDriver implements Driver {
 
   handle(job: AgentJob): Promise<JobOutcome> {
     const object = job.object as unknown as NetworkJobObject;
-    if (job.type === 'network.apply') return this.serialized(() => this.apply(object));
-    if (job.type === 'network.delete') return this.serialized(() => this.delete(object));
+    if (job.type === 'network.apply') return this.counted(this.serialized(() => this.apply(object)));
+    if (job.type === 'network.delete') return this.counted(this.serialized(() => this.delete(object)));
     return Promise.resolve({
       code: status.UNIMPLEMENTED,
       message: `the network agent does not run ${job.type} jobs`,
     });
+  }
+
+  /** Counts how the job ended in loam_router_apply_total and loam_router_last_apply_timestamp_seconds. */
+  private async counted(job: Promise<JobOutcome>): Promise<JobOutcome> {
+    let result: ApplyResult = 'failed';
+    try {
+      const outcome = await job;
+      if (outcome.code === status.OK) result = 'ok';
+      else if (outcome.code === status.INVALID_ARGUMENT) result = 'refused';
+      return outcome;
+    } finally {
+      this.applies.inc({ result });
+      this.lastApply.set({ result }, Date.now() / 1000);
+    }
   }
 
   private serialized<T>(work: () => Promise<T>): Promise<T> {

@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { status } from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { LinuxRouterDriver } from '../../../agents/network/drivers/linux.js';
 import { networkId, type RouterSettings } from '../../../agents/network/model.js';
 import type { AgentJob, InventoryUpdate, JobOutcome } from '../../../agents/runtime/driver.js';
@@ -121,6 +123,19 @@ function changes(commands: string[][]): string[] {
   return commands.map((argv) => argv.join(' ')).filter((line) => !reads.some((read) => read.test(line)));
 }
 
+/** The value of the sample of `name` with `labels` in a Prometheus exposition, if there is one. */
+function sample(exposition: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of exposition.split('\n')) {
+    const match = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (match?.[1] !== name) continue;
+    const shown = Object.fromEntries(
+      [...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
+    );
+    if (isDeepStrictEqual(shown, labels)) return Number(match[3]);
+  }
+  return undefined;
+}
+
 /** Running, not a zombie nobody reaps. */
 function processAlive(pid: number): boolean {
   const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
@@ -153,10 +168,15 @@ describe('linux network driver (in network namespaces)', function () {
     return ['ip', 'netns', 'exec', routerNs, ...(sabotage?.(argv) ?? argv)];
   };
   let driver: LinuxRouterDriver;
+  /** The first driver's metrics, and the codes of the jobs it answered. */
+  const registry = new Registry();
+  const codes: status[] = [];
 
   async function handle(job: AgentJob): Promise<JobOutcome> {
     commands = [];
-    return driver.handle(job);
+    const outcome = await driver.handle(job);
+    codes.push(outcome.code);
+    return outcome;
   }
 
   const web = names('web');
@@ -170,6 +190,7 @@ describe('linux network driver (in network namespaces)', function () {
     sh(['ip', 'netns', 'add', clientNs]);
     inRouter('ip', 'link', 'set', 'lo', 'up');
     driver = new LinuxRouterDriver({ settings, exec, wireguardEndpoint: 'vpn.example.com' });
+    driver.registerMetrics(registry);
     await driver.start({ inventoryChanged: (update) => updates.push(update), lifecycle: () => {} });
   });
 
@@ -429,6 +450,62 @@ describe('linux network driver (in network namespaces)', function () {
     inClient('busybox', 'ping', '-c', '1', '-W', '5', '10.90.0.1');
   });
 
+  it('exports metrics of its Networks, their DHCP leases and WireGuard peers, and of its jobs', async () => {
+    // An instance of web takes a lease from the pool, so dnsmasq writes its lease file.
+    sh([
+      'ip',
+      'link',
+      'add',
+      `vd${suffix}`,
+      'netns',
+      routerNs,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `vi${suffix}`,
+      'netns',
+      clientNs,
+    ]);
+    inRouter('ip', 'link', 'set', `vd${suffix}`, 'master', web.bridge, 'up');
+    inClient('ip', 'link', 'set', `vi${suffix}`, 'up');
+    inClient('busybox', 'udhcpc', '-i', `vi${suffix}`, '-n', '-q', '-f', '-s', '/bin/true');
+
+    const exposition = await registry.metrics();
+    const laptop = { namespace: tenant, network: 'vpn', peer: 'laptop' };
+    const phone = { namespace: tenant, network: 'vpn', peer: 'phone' };
+    const handshake = 'loam_wireguard_peer_latest_handshake_seconds';
+    const now = Date.now() / 1000;
+    assert.ok((sample(exposition, handshake, laptop) ?? 0) > now - 600, exposition);
+    assert.ok((sample(exposition, handshake, laptop) ?? 0) <= now);
+    assert.equal(sample(exposition, handshake, phone), 0, 'no handshake yet');
+    for (const direction of ['receive', 'transmit']) {
+      const name = `loam_wireguard_peer_${direction}_bytes_total`;
+      assert.match(exposition, new RegExp(`^# TYPE ${name} counter$`, 'm'));
+      assert.ok((sample(exposition, name, laptop) ?? 0) > 0, `${name} of laptop`);
+      assert.equal(sample(exposition, name, phone), 0);
+    }
+
+    const labels = (network: string) => ({ namespace: tenant, network });
+    assert.equal(sample(exposition, 'loam_network_applied_generation', labels('vpn')), generation);
+    assert.equal(sample(exposition, 'loam_network_applied_generation', labels('web')), 4);
+    assert.equal(sample(exposition, 'loam_network_applied_generation', labels('db')), undefined);
+    assert.equal(sample(exposition, 'loam_network_dhcp_static_leases', labels('web')), 2);
+    assert.equal(sample(exposition, 'loam_network_dhcp_leases', labels('web')), 1);
+    assert.equal(sample(exposition, 'loam_network_dhcp_leases', labels('vpn')), 0);
+
+    const results = { ok: 0, refused: 0, failed: 0 };
+    for (const code of codes) {
+      results[code === status.OK ? 'ok' : code === status.INVALID_ARGUMENT ? 'refused' : 'failed'] += 1;
+    }
+    assert.ok(results.refused > 0 && results.failed > 0, 'the tests above had jobs refused and failed');
+    for (const [result, total] of Object.entries(results)) {
+      assert.equal(sample(exposition, 'loam_router_apply_total', { result }), total, result);
+      const last = sample(exposition, 'loam_router_last_apply_timestamp_seconds', { result }) ?? 0;
+      assert.ok(last > now - 600 && last <= now, `${result} at ${last}`);
+    }
+  });
+
   it('serves the stored Networks again after a restart, without touching them', async () => {
     const pid = pidAlive(join(stateDir, `dnsmasq-${web.id}.pid`));
     commands = [];
@@ -451,6 +528,9 @@ describe('linux network driver (in network namespaces)', function () {
     assert.match(facts.nftablesVersion ?? '', /^\d+\.\d+/);
     assert.match(facts.dnsmasqVersion ?? '', /^\d+\.\d+/);
     assert.match(facts.wireguardToolsVersion ?? '', /^\d+\.\d+/);
+    const interfaces = facts.interfaces?.split(',') ?? [];
+    assert.ok(interfaces.includes(`vr${suffix}`), facts.interfaces);
+    assert.ok(!interfaces.some((name) => name === 'lo' || name.startsWith('loam_')), facts.interfaces);
     assert.deepEqual(driver.capabilities, ['vxlan', 'wireguard']);
   });
 
