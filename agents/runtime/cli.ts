@@ -1,15 +1,18 @@
 /**
  * `loam agent libvirt` and `loam agent network`: the runtime with its settings from flags,
  * environment and file, stopped gracefully by SIGINT or SIGTERM (a second signal exits at once).
- * The libvirt role runs the libvirt driver; the network role runs the linux router driver, whose
- * dnsmasq and WireGuard processes outlive the agent, so its Networks keep working while it is
- * stopped or restarted.
+ * The libvirt role runs the libvirt driver; the network role runs the router driver --driver names:
+ * linux, whose dnsmasq and WireGuard processes outlive the agent, so its Networks keep working while
+ * it is stopped or restarted, or openwrt, which configures a router through its rpcd.
  */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { type Logger, pino } from 'pino';
 import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.js';
+import { LoamError } from '../../crds/errors.js';
 import { openLibvirtDriver } from '../libvirt/driver.js';
 import { LinuxRouterDriver } from '../network/drivers/linux.js';
+import { OpenWrtRouterDriver, RpcdTransport } from '../network/drivers/openwrt.js';
 import { defaultRouterSettings, type RouterSettings } from '../network/model.js';
 import { Agent } from './agent.js';
 import {
@@ -53,7 +56,8 @@ export function registerAgentCommands(program: Command, version: string): void {
 }
 
 function networkDriver(config: AgentConfig, logger: Logger): Driver {
-  const defaults = defaultRouterSettings('linux');
+  const driver = config.driver ?? 'linux';
+  const defaults = defaultRouterSettings(driver);
   const settings: RouterSettings = {
     wan: config.wan ?? defaults.wan,
     ...(config.trunk ? { trunk: config.trunk } : {}),
@@ -66,11 +70,26 @@ function networkDriver(config: AgentConfig, logger: Logger): Driver {
     },
     stateDir: config.stateDir ?? defaults.stateDir,
   };
-  return new LinuxRouterDriver({
-    settings,
-    ...(config.wireguardEndpoint ? { wireguardEndpoint: config.wireguardEndpoint } : {}),
-    logger,
+  const wireguardEndpoint = config.wireguardEndpoint ? { wireguardEndpoint: config.wireguardEndpoint } : {};
+  if (driver === 'linux') return new LinuxRouterDriver({ settings, ...wireguardEndpoint, logger });
+  let ca: string | undefined;
+  if (config.rpcdCaFile !== undefined) {
+    try {
+      ca = readFileSync(config.rpcdCaFile, 'utf8');
+    } catch (err) {
+      throw new LoamError(
+        'Invalid',
+        `invalid agent configuration: --rpcd-ca-file: cannot read ${config.rpcdCaFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+    }
+  }
+  const transport = new RpcdTransport({
+    url: config.rpcdUrl ?? '',
+    user: config.rpcdUser ?? agentSettings.rpcdUser.default,
+    passwordFile: config.rpcdPasswordFile ?? '',
+    ...(ca === undefined ? {} : { ca }),
   });
+  return new OpenWrtRouterDriver({ settings, transport, ...wireguardEndpoint, logger });
 }
 
 async function runAgent(

@@ -63,10 +63,31 @@ export const agentSettings = {
     default: '/var/lib/loam/network',
     roles: ['network'],
   },
+  driver: {
+    value: 'linux|openwrt',
+    help: 'how Networks are made real: linux (iproute2, nftables, dnsmasq, WireGuard on this machine) or openwrt (UCI through rpcd at --rpcd-url)',
+    default: 'linux',
+    roles: ['network'],
+  },
+  rpcdUrl: {
+    value: 'url',
+    help: "openwrt: the router's ubus JSON-RPC endpoint, e.g. https://192.168.1.1/ubus",
+    roles: ['network'],
+  },
+  rpcdUser: { value: 'user', help: 'openwrt: the rpcd login', default: 'root', roles: ['network'] },
+  rpcdPasswordFile: {
+    value: 'file',
+    help: "openwrt: file holding the rpcd login's password (read at each login, never logged)",
+    roles: ['network'],
+  },
+  rpcdCaFile: {
+    value: 'file',
+    help: "openwrt: PEM CA certificate trusted for an https --rpcd-url (uhttpd's self-signed one)",
+    roles: ['network'],
+  },
   wan: {
     value: 'device',
-    help: 'the WAN device egress is masqueraded out of',
-    default: 'eth0',
+    help: 'the WAN device egress is masqueraded out of (default eth0); openwrt: the WAN firewall zone (default wan)',
     roles: ['network'],
   },
   trunk: {
@@ -147,7 +168,13 @@ export interface AgentConfig {
   libvirtUri?: string;
   /** libvirt agents only; absolute. */
   storageDir?: string;
-  /** Network agents only (absolute), as the rest below. */
+  /** Network agents only, as the rest below. */
+  driver?: 'linux' | 'openwrt';
+  rpcdUrl?: string;
+  rpcdUser?: string;
+  rpcdPasswordFile?: string;
+  rpcdCaFile?: string;
+  /** Absolute. */
   stateDir?: string;
   wan?: string;
   trunk?: string;
@@ -229,6 +256,20 @@ const schema = z
       .optional(),
     // Its paths go into domain XML, where libvirt takes only absolute ones.
     storageDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
+    driver: z.enum(['linux', 'openwrt'], { error: 'must be linux or openwrt' }).optional(),
+    rpcdUrl: z
+      .string()
+      .refine((value) => {
+        try {
+          return ['http:', 'https:'].includes(new URL(value).protocol);
+        } catch {
+          return false;
+        }
+      }, 'must be an http:// or https:// URL, e.g. https://192.168.1.1/ubus')
+      .optional(),
+    rpcdUser: z.string().min(1, 'must not be empty').optional(),
+    rpcdPasswordFile: z.string().min(1, 'must not be empty').optional(),
+    rpcdCaFile: z.string().min(1, 'must not be empty').optional(),
     // nft, dnsmasq and wg run with other working directories.
     stateDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
     wan: device(),
@@ -265,6 +306,12 @@ const schema = z
   .refine((c) => c.backoffMax >= c.backoffInitial, {
     path: ['backoffMax'],
     message: 'must not be less than backoffInitial',
+  })
+  .superRefine((c, ctx) => {
+    if (c.driver !== 'openwrt') return;
+    for (const key of ['rpcdUrl', 'rpcdPasswordFile'] as const) {
+      if (c[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'required by openwrt' });
+    }
   });
 
 export interface ConfigSources {
@@ -345,7 +392,8 @@ export function resolveAgentConfig(role: AgentRole, sources: ConfigSources): Age
       parsed.error.issues.map((issue) => {
         const key = issue.path[0] as SettingKey;
         if (raw[key] === undefined) {
-          return `${flagName(key)} is required (or ${envName(key)}, or ${key} in the --config file)`;
+          const by = raw.driver === 'openwrt' && key.startsWith('rpcd') ? ' with --driver openwrt' : '';
+          return `${flagName(key)} is required${by} (or ${envName(key)}, or ${key} in the --config file)`;
         }
         return `${label(key, origins.get(key), raw[key])}: ${issue.message}`;
       }),

@@ -228,10 +228,16 @@ describe('loam agent', () => {
       '--vxlan-group',
       '--vxlan-remotes',
       '--wireguard-endpoint',
+      '--driver',
+      '--rpcd-url',
+      '--rpcd-user',
+      '--rpcd-password-file',
+      '--rpcd-ca-file',
     ]) {
       assert.match(network.stdout, new RegExp(`${flag} `));
     }
     assert.match(network.stdout, /LOAM_AGENT_WIREGUARD_ENDPOINT/);
     assert.match(network.stdout, /default \/var\/lib\/loam\/network/);
+    assert.match(network.stdout, /LOAM_AGENT_RPCD_PASSWORD_FILE/);
   });
 });

@@ -36,8 +36,9 @@ describe('agent configuration', () => {
       logLevel: 'info',
       renewAt: 0.8,
       backoff: { initialMs: 500, maxMs: 30_000 },
+      driver: 'linux',
+      rpcdUser: 'root',
       stateDir: '/var/lib/loam/network',
-      wan: 'eth0',
       vxlanPort: 4789,
     } satisfies AgentConfig);
     assert.equal(
@@ -114,6 +115,62 @@ describe('agent configuration', () => {
         error,
       );
     }
+  });
+
+  it('takes the openwrt driver with its rpcd settings, and requires the URL and password file for it', () => {
+    const config = resolveAgentConfig(
+      'network',
+      sources({
+        flags: { ...required, driver: 'openwrt', rpcdUrl: 'https://192.168.1.1/ubus' },
+        env: {
+          LOAM_AGENT_RPCD_PASSWORD_FILE: '/etc/loam/rpcd-password',
+          LOAM_AGENT_RPCD_CA_FILE: '/etc/loam/ca.pem',
+        },
+      }),
+    );
+    assert.deepEqual(
+      [
+        config.driver,
+        config.rpcdUrl,
+        config.rpcdUser,
+        config.rpcdPasswordFile,
+        config.rpcdCaFile,
+        config.wan,
+      ],
+      [
+        'openwrt',
+        'https://192.168.1.1/ubus',
+        'root',
+        '/etc/loam/rpcd-password',
+        '/etc/loam/ca.pem',
+        undefined,
+      ],
+    );
+    assert.throws(
+      () => resolveAgentConfig('network', sources({ flags: { ...required, driver: 'openwrt' } })),
+      (err: Error) =>
+        /--rpcd-url is required with --driver openwrt \(or LOAM_AGENT_RPCD_URL/.test(err.message) &&
+        /--rpcd-password-file is required with --driver openwrt/.test(err.message),
+    );
+    const refusals: [Record<string, string>, RegExp][] = [
+      [{ driver: 'vyos' }, /--driver: must be linux or openwrt/],
+      [{ rpcdUrl: 'ftp://router/ubus' }, /--rpcd-url: must be an http:\/\/ or https:\/\/ URL/],
+      [{ rpcdUrl: 'not a url' }, /--rpcd-url: must be an http:\/\/ or https:\/\/ URL/],
+    ];
+    for (const [flags, error] of refusals) {
+      assert.throws(
+        () => resolveAgentConfig('network', sources({ flags: { ...required, ...flags } })),
+        error,
+      );
+    }
+    assert.throws(
+      () =>
+        resolveAgentConfig(
+          'libvirt',
+          sources({ flags: required, file: { path: 'a.yaml', text: 'driver: openwrt' } }),
+        ),
+      /driver in a.yaml: unknown setting/,
+    );
   });
 
   const precedence: { name: string; input: Partial<ConfigSources>; want: Partial<AgentConfig> }[] = [
