@@ -367,16 +367,20 @@ export class LibvirtDriver implements Driver {
     }
     if (startingUp(status)) return; // the next poll reports where it settles
     let facts: DomainFacts;
+    let current: DomainStatus;
     try {
       facts = parseDomainXml(await this.hypervisor.dumpxml(name, { inactive: true }));
+      // The listed state may be older than a job that ran meanwhile (virsh calls wait their
+      // turn): report the state as it is now, so a stale "stopped" never follows a job's "running".
+      current = await this.hypervisor.state(name);
     } catch (err) {
       if (isLoamError(err, 'NotFound')) return; // gone again: the next poll reports it
       throw err;
     }
-    if (facts.identity === undefined) return;
-    const item = this.item(status, facts);
+    if (facts.identity === undefined || startingUp(current)) return;
+    const item = this.item(current, facts);
     events.inventoryChanged({ upserted: [item] });
-    const notice = lifecycleOf(status, previous);
+    const notice = lifecycleOf(current, previous);
     if (notice !== undefined) {
       events.lifecycle({ resource: item.ref, ...notice, message: `domain ${name} ${notice.message}` });
     }

@@ -26,16 +26,14 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CustomObjectsApi, KubeConfig, KubernetesObjectApi, Watch } from '@kubernetes/client-node';
+import { CustomObjectsApi, KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { Agent } from '../../agents/runtime/agent.js';
 import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
-import type { AgentObject } from '../../controllers/hub/objects.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
 import { caPin } from '../../controllers/pki/certificates.js';
-import { type ControlPlane, up } from '../../controllers/up.js';
-import { getCondition } from '../../crds/meta.js';
-import type { Instance } from '../../crds/v1alpha1/index.js';
+import type { ControlPlane } from '../../controllers/up.js';
+import { group, hostsReady, InstanceWatch, ms, startPlane, within } from './common.js';
 import { percentile } from './measure.js';
 
 const instanceCount = Number(process.env.LOAM_BENCH_INSTANCES ?? 1000);
@@ -54,7 +52,6 @@ const quiesceTimeoutMs = 15_000;
 /** KubeVirt's density gate, per VMI. */
 const kubevirtGate = { patch: 2, update: 10 };
 
-const group = { group: 'loam.dev', version: 'v1alpha1' };
 const namespace = 'default';
 const networkName = 'bench';
 const hostNames = Array.from({ length: hostCount }, (_, i) => `hv${String(i + 1).padStart(2, '0')}`);
@@ -80,40 +77,6 @@ function instance(name: string) {
       networks: [{ name: networkName }],
     },
   };
-}
-
-/** Rejects with `what` when `promise` has not settled in `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls the API until the Host of every agent of `names` says Ready=True. */
-async function hostsReady(custom: CustomObjectsApi, names: string[]): Promise<void> {
-  const deadline = performance.now() + hostsTimeoutMs;
-  const wanted = new Set(names);
-  for (;;) {
-    const list = (await custom.listClusterCustomObject({ ...group, plural: 'hosts' })) as {
-      items: AgentObject[];
-    };
-    const ready = list.items.filter(
-      (host) =>
-        wanted.has(host.metadata?.name ?? '') &&
-        getCondition(host.status?.conditions, 'Ready')?.status === 'True',
-    );
-    if (ready.length === wanted.size) return;
-    if (performance.now() > deadline) {
-      throw new Error(`only ${ready.length} of ${wanted.size} Hosts Ready=True within ${hostsTimeoutMs} ms`);
-    }
-    await sleep(100);
-  }
 }
 
 // --- API server metrics ---------------------------------------------------------------------------
@@ -199,102 +162,8 @@ async function quiesce(read: () => Promise<Samples>): Promise<{ samples: Samples
   }
 }
 
-// --- Watching Instances ---------------------------------------------------------------------------
-
-/** What a watch on Instances saw: when each first said Running, and how it was written. */
-class InstanceWatch {
-  readonly running = new Map<string, number>();
-  readonly latest = new Map<string, Instance>();
-  /** Changes (MODIFIED events) of each Instance touching only its status, and the others. */
-  statusChanges = 0;
-  otherChanges = 0;
-  private resourceVersion: string | undefined;
-  private abort: AbortController | undefined;
-  private stopped = false;
-  private failure: Error | undefined;
-  private allRunning: (() => void) | undefined;
-
-  constructor(
-    private readonly kubeConfig: KubeConfig,
-    private readonly expected: number,
-  ) {}
-
-  async start(): Promise<void> {
-    const watch = new Watch(this.kubeConfig);
-    const query = this.resourceVersion ? { resourceVersion: this.resourceVersion } : {};
-    this.abort = await watch.watch(
-      `/apis/loam.dev/v1alpha1/namespaces/${namespace}/instances`,
-      { ...query, allowWatchBookmarks: true },
-      (type, object: Instance) => this.event(type, object, performance.now()),
-      (err) => {
-        if (this.stopped) return;
-        // The server ended the watch (or the connection broke): resume where it left off.
-        if (err) console.warn(`note: the Instance watch ended (${err}); resuming`);
-        this.start().catch((e: Error) => {
-          this.failure ??= e;
-          this.allRunning?.();
-        });
-      },
-    );
-  }
-
-  private event(type: string, object: Instance, at: number): void {
-    this.resourceVersion = object.metadata?.resourceVersion ?? this.resourceVersion;
-    if (type === 'BOOKMARK' || type === 'ERROR') return;
-    const name = object.metadata.name ?? '';
-    const previous = this.latest.get(name);
-    if (type === 'MODIFIED' && previous) {
-      const identity = (o: Instance) => {
-        const {
-          resourceVersion: _rv,
-          managedFields: _mf,
-          ...metadata
-        } = o.metadata as Instance['metadata'] & {
-          managedFields?: unknown;
-        };
-        return JSON.stringify({ metadata, spec: o.spec });
-      };
-      if (identity(previous) === identity(object)) this.statusChanges++;
-      else this.otherChanges++;
-    }
-    this.latest.set(name, object);
-    if (object.status?.phase === 'Running' && !this.running.has(name)) {
-      this.running.set(name, at);
-      if (this.running.size >= this.expected) this.allRunning?.();
-    }
-  }
-
-  /** Resolves once `expected` Instances have been Running. */
-  untilAllRunning(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.allRunning = () => (this.failure ? reject(this.failure) : resolve());
-      if (this.running.size >= this.expected) resolve();
-    });
-  }
-
-  /** Phases of the Instances not yet seen Running, with a few examples, for a failure message. */
-  stuck(names: string[]): string {
-    const phases = new Map<string, number>();
-    const examples: string[] = [];
-    for (const name of names) {
-      if (this.running.has(name)) continue;
-      const status = this.latest.get(name)?.status;
-      const phase = status?.phase ?? '(no status)';
-      phases.set(phase, (phases.get(phase) ?? 0) + 1);
-      if (examples.length < 5) examples.push(`  ${name}: ${JSON.stringify(status ?? null)}`);
-    }
-    return `${[...phases].map(([p, n]) => `${p} ${n}`).join(', ')}\n${examples.join('\n')}`;
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.abort?.abort();
-  }
-}
-
 // --- The run -------------------------------------------------------------------------------------
 
-const ms = (x: number) => `${x.toFixed(0)} ms`.padStart(9);
 const perInstance = (count: number) => (count / instanceCount).toFixed(2).padStart(7);
 
 async function main(): Promise<void> {
@@ -307,18 +176,7 @@ async function main(): Promise<void> {
   let watch: InstanceWatch | undefined;
   try {
     const logger = pino({ level: logLevel }, pino.destination(2));
-    plane = await up({
-      dataDir: join(dir, 'plane'),
-      host: '127.0.0.1',
-      port: 0,
-      store: 'sqlite',
-      etcdEndpoints: [],
-      tlsSans: [],
-      logLevel,
-      logDestination: pino.destination(2),
-      agentHost: '127.0.0.1',
-      agentPort: 0,
-    });
+    plane = await startPlane(join(dir, 'plane'), logLevel);
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(plane.kubeconfigPath);
     const custom = kubeConfig.makeApiClient(CustomObjectsApi);
@@ -368,7 +226,7 @@ async function main(): Promise<void> {
       done.catch((err: Error) => console.error(`agent ${name} failed: ${err.stack ?? err}`));
       agents.push({ agent, driver, done });
     }
-    await hostsReady(custom, hostNames);
+    await hostsReady(custom, hostNames, hostsTimeoutMs);
     console.log(
       `${hostCount} agents enrolled, connected, Hosts Ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
@@ -376,7 +234,7 @@ async function main(): Promise<void> {
     // Baseline of the API's counters, then the Network, the watch and the Instances.
     const before = await scrape(kubeConfig, apiUrl);
     await custom.createNamespacedCustomObject({ ...group, namespace, plural: 'networks', body: network });
-    const observer = new InstanceWatch(kubeConfig, instanceCount);
+    const observer = new InstanceWatch(kubeConfig, namespace, instanceCount);
     watch = observer;
     await observer.start();
 

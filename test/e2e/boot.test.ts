@@ -5,7 +5,7 @@
  * (TCG here: no KVM). The Instance reaches Running, the guest's marker appears in its console log,
  * and `kubectl delete` removes the domain and its files.
  *
- * It needs a system libvirtd (test/harness/libvirtd.ts starts one when none answers) and the
+ * It needs a system libvirtd (hack/libvirtd.ts starts one when none answers) and the
  * packages hack/install-deps.sh installs; a missing one fails the test with its name, never skips it.
  */
 import assert from 'node:assert/strict';
@@ -13,9 +13,9 @@ import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { bootMarker, buildGuest, type Guest } from '../harness/guest.js';
+import { bootMarker, buildGuest, type Guest } from '../../hack/guest.js';
+import { ensureLibvirtd, virsh } from '../../hack/libvirtd.js';
 import { kubectl } from '../harness/kubectl.js';
-import { ensureLibvirtd, virsh } from '../harness/libvirtd.js';
 import { LoamProcess } from '../harness/loam.js';
 import { tempDir } from '../harness/plane.js';
 import { pollUntil } from '../harness/poll.js';

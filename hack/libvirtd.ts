@@ -1,14 +1,15 @@
 /**
- * A libvirt daemon for tests that boot real guests on `qemu:///system`: answers at once when one
- * already runs, else starts `virtlogd -d` and `libvirtd -d` (as DESIGN.md §8 measured: no systemd
- * here, libvirtd answers after ~12 s) and polls `virsh version` until it answers, within a deadline.
+ * A libvirt daemon for the tests and benchmarks that boot real guests on `qemu:///system`
+ * (test/e2e/boot.test.ts, hack/bench/libvirt.ts): answers at once when one already runs, else
+ * starts `virtlogd -d` and `libvirtd -d` (as DESIGN.md §8 measured: no systemd here, libvirtd
+ * answers after ~12 s) and polls `virsh version` until it answers, within a deadline.
  *
  * The daemons are left running for later tests, as a service would be: starting one costs seconds.
  * Their logs go to /var/log/libvirt/ (libvirtd.log, virtlogd.log).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { pollUntil } from './poll.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const systemUri = 'qemu:///system';
 
@@ -76,18 +77,17 @@ export async function ensureLibvirtd(timeoutMs = 90_000): Promise<{ started: boo
   if (started.code !== 0 && !(await answers())) {
     throw new Error(`libvirtd -d exited ${started.code}: ${started.stderr.trim()}`);
   }
-  let last: CommandResult | undefined;
-  await pollUntil(
-    async () => {
-      last = await virsh(['version'], 10_000);
-      return last.code === 0;
-    },
-    {
-      timeoutMs,
-      intervalMs: 500,
-      what: () =>
-        `libvirtd to answer on ${systemUri} (last: ${last?.stderr.trim()}; see /var/log/libvirt/libvirtd.log)`,
-    },
-  );
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const last = await virsh(['version'], 10_000);
+    if (last.code === 0) break;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `libvirtd did not answer on ${systemUri} within ${timeoutMs} ms (last: ${last.stderr.trim()}; ` +
+          'see /var/log/libvirt/libvirtd.log)',
+      );
+    }
+    await sleep(500);
+  }
   return { started: true };
 }

@@ -1,5 +1,5 @@
 /**
- * A tiny guest for real-boot tests, built from this machine's Debian packages (nothing is
+ * A tiny guest for real-boot tests and benchmarks, built from this machine's Debian packages (nothing is
  * downloaded): a Debian kernel from /boot (hack/install-deps.sh installs linux-image-cloud-amd64)
  * and a busybox initramfs whose /init prints a marker on the serial console and then idles, so the
  * domain stays running until it is destroyed.
