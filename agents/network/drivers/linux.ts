@@ -2,13 +2,13 @@
  * The network agent's driver for a plain Linux router: iproute2, nftables, dnsmasq and WireGuard
  * (the kernel's, else wireguard-go).
  *
- * The Networks it serves are the network.apply objects it accepted, kept one file each in
- * <stateDir>/networks/ so a restarted agent serves (and reports) them again. Every job plans the
- * whole router from all of them (buildRouterModel, planLinux) and converges the machine to the
- * plan: it reads what is there and runs a command only for what differs, so applying twice
- * changes nothing and a hand-deleted table, link or dnsmasq comes back. It removes only what it
- * made: links named after the Networks it serves or served (loam_<id>_*), and the dnsmasq
- * processes whose pid files it keeps; a wireguard-go process ends with its link.
+ * The Networks it serves are the network.apply objects it accepted, kept in stateDir so a
+ * restarted agent serves (and reports) them again (served.ts, shared with the openwrt driver).
+ * Every job plans the whole router from all of them (buildRouterModel, planLinux) and converges
+ * the machine to the plan: it reads what is there and runs a command only for what differs, so
+ * applying twice changes nothing and a hand-deleted table, link or dnsmasq comes back. It removes
+ * only what it made: links named after the Networks it serves or served (loam_<id>_*), and the
+ * dnsmasq processes whose pid files it keeps; a wireguard-go process ends with its link.
  *
  * A failed step converges back to the Networks served before the job and answers UNAVAILABLE with
  * the failing command's message; a Network the router cannot serve next to the others (overlapping
@@ -20,39 +20,29 @@
  */
 
 import { type ExecFileException, execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { objectKey } from '../../../controllers/network/allocate.js';
-import {
-  configHashAnnotation,
-  type NetworkJobObject,
-  type ObservedNetwork,
-} from '../../../controllers/network/reconcile.js';
+import type { NetworkJobObject, ObservedNetwork } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
-import { isLoamError, LoamError } from '../../../crds/errors.js';
-import { apiVersion, type Network, networkKind, routerKind } from '../../../crds/v1alpha1/index.js';
-import { validateObject } from '../../../crds/validate.js';
-import type {
-  AgentJob,
-  Driver,
-  DriverEvents,
-  InventoryItem,
-  JobOutcome,
-  ResourceRef,
-} from '../../runtime/driver.js';
+import type { Network } from '../../../crds/v1alpha1/index.js';
+import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome } from '../../runtime/driver.js';
 import { type LinuxLink, type LinuxPlan, planLinux } from '../linux-plan.js';
-import {
-  buildRouterModel,
-  type NetworkModel,
-  networkId,
-  type RouterModel,
-  type RouterSettings,
-} from '../model.js';
+import { type NetworkModel, networkId, type RouterModel, type RouterSettings } from '../model.js';
 import { countActiveLeases, parseWireguardDump, type WireguardPeerStats } from '../wireguard-stats.js';
+import {
+  admit,
+  JobQueue,
+  keyOf,
+  observedOf,
+  refOf,
+  type ServedMap,
+  ServedStore,
+  servedModel,
+} from './served.js';
 
 export interface LinuxRouterDriverOptions {
   settings: RouterSettings;
@@ -63,17 +53,6 @@ export interface LinuxRouterDriverOptions {
   /** How long one command may take. */
   commandTimeoutMs?: number;
   logger?: Logger;
-}
-
-/** A Network as the driver keeps it: the network.apply object, what it answered, and since when. */
-interface Served {
-  object: NetworkJobObject;
-  observed: ObservedNetwork;
-  /**
-   * When the driver first accepted it: its creationTimestamp for buildRouterModel (jobs carry
-   * none), so a Network already served wins over a newcomer that collides with it.
-   */
-  acceptedAt: string;
 }
 
 /** A command that failed, named with its arguments and what it printed. */
@@ -110,10 +89,10 @@ export class LinuxRouterDriver implements Driver {
   private readonly settings: RouterSettings;
   private readonly wrap: (argv: string[]) => string[];
   private readonly timeoutMs: number;
-  /** By namespace/name. */
-  private networks = new Map<string, Served>();
-  private loaded: Promise<void> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly store: ServedStore;
+  /** The stored Networks once loaded, by namespace/name; read as they are by the metrics. */
+  private networks: ServedMap = new Map();
+  private readonly queue = new JobQueue();
   private events: DriverEvents | undefined;
   /** Whether `ip link add type wireguard` works; learnt from the first WireGuard link. */
   private kernelWireguard: boolean | undefined;
@@ -137,6 +116,7 @@ export class LinuxRouterDriver implements Driver {
     this.settings = options.settings;
     this.wrap = options.exec ?? ((argv) => argv);
     this.timeoutMs = options.commandTimeoutMs ?? 30_000;
+    this.store = new ServedStore(this.settings.stateDir);
     for (const result of ['ok', 'refused', 'failed'] satisfies ApplyResult[]) this.applies.inc({ result }, 0);
   }
 
@@ -288,7 +268,7 @@ export class LinuxRouterDriver implements Driver {
   /** Serves the stored Networks again, repairing whatever changed while the agent was away. */
   async start(events: DriverEvents): Promise<void> {
     this.events = events;
-    await this.serialized(async () => {
+    await this.queue.run(async () => {
       await this.load();
       if (this.networks.size === 0) return;
       try {
@@ -306,8 +286,8 @@ export class LinuxRouterDriver implements Driver {
 
   handle(job: AgentJob): Promise<JobOutcome> {
     const object = job.object as unknown as NetworkJobObject;
-    if (job.type === 'network.apply') return this.counted(this.serialized(() => this.apply(object)));
-    if (job.type === 'network.delete') return this.counted(this.serialized(() => this.delete(object)));
+    if (job.type === 'network.apply') return this.counted(this.queue.run(() => this.apply(object)));
+    if (job.type === 'network.delete') return this.counted(this.queue.run(() => this.delete(object)));
     return Promise.resolve({
       code: status.UNIMPLEMENTED,
       message: `the network agent does not run ${job.type} jobs`,
@@ -328,60 +308,37 @@ export class LinuxRouterDriver implements Driver {
     }
   }
 
-  private serialized<T>(work: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(work);
-    this.queue = result.catch(() => undefined);
-    return result;
-  }
-
   // --- jobs -------------------------------------------------------------------------------------
 
   private async apply(object: NetworkJobObject): Promise<JobOutcome> {
-    await this.load();
-    let model: RouterModel;
-    const key = `${object.metadata?.namespace}/${object.metadata?.name}`;
-    const acceptedAt = this.networks.get(key)?.acceptedAt ?? new Date().toISOString();
-    const next = new Map(this.networks).set(key, { object, observed: {}, acceptedAt });
-    try {
-      const built = this.build(next, object);
-      const problems = built.problems.filter((problem) => problem.object === `Network ${key}`);
-      if (problems.length > 0) {
-        return {
-          code: status.INVALID_ARGUMENT,
-          message: problems.map((p) => `${p.field}: ${p.message}`).join('; '),
-        };
-      }
-      model = built.model;
-    } catch (err) {
-      if (isLoamError(err, 'Invalid')) return { code: status.INVALID_ARGUMENT, message: err.message };
-      throw err;
-    }
-    const network = model.networks.find((n) => `${n.namespace}/${n.name}` === key);
-    if (!network) throw new Error(`Network ${key} is missing from its own plan`);
+    const networks = await this.load();
+    const admitted = admit(networks, object, this.settings);
+    if ('code' in admitted) return admitted;
+    const { next, model, network, acceptedAt } = admitted;
 
     await this.ensureKeys(model);
     const failure = await this.transition(model, next);
     if (failure) return failure;
-    const observed = await this.observe(object, network);
-    const served = { object, observed, acceptedAt };
-    await this.store(key, served);
-    this.networks = next.set(key, served);
-    this.events?.inventoryChanged({ upserted: [{ ref: refOf(object), observed }] });
+    const observed = observedOf(
+      object,
+      network,
+      await this.publicKey(network),
+      this.options.wireguardEndpoint,
+    );
+    const item = await this.store.keep(object, observed, acceptedAt);
+    this.events?.inventoryChanged({ upserted: [item] });
     return { code: status.OK, observed };
   }
 
   private async delete(object: NetworkJobObject): Promise<JobOutcome> {
-    await this.load();
     const { namespace, name } = object.metadata ?? {};
-    const key = `${namespace}/${name}`;
-    const next = new Map(this.networks);
-    next.delete(key);
+    const next = new Map(await this.load());
+    next.delete(keyOf(object));
     // Also when it is not served (any more): an earlier delete may have stopped half-way.
     const leftovers = new Set([networkId({ metadata: { namespace, name } } as Network)]);
     const failure = await this.transition(this.model(next), next, leftovers);
     if (failure) return failure;
-    await rm(this.networkFile(key), { force: true });
-    this.networks = next;
+    await this.store.forget(object);
     this.events?.inventoryChanged({ removed: [refOf(object)] });
     return { code: status.OK, observed: { deleted: true } satisfies ObservedNetwork };
   }
@@ -392,7 +349,7 @@ export class LinuxRouterDriver implements Driver {
    */
   private async transition(
     model: RouterModel,
-    next: ReadonlyMap<string, Served>,
+    next: ServedMap,
     leftovers: ReadonlySet<string> = new Set(),
   ): Promise<JobOutcome | undefined> {
     const owned = new Set([...this.ids(this.networks), ...this.ids(next), ...leftovers]);
@@ -414,74 +371,20 @@ export class LinuxRouterDriver implements Driver {
     }
   }
 
-  private async observe(object: NetworkJobObject, network: NetworkModel): Promise<ObservedNetwork> {
-    const annotation = object.metadata.annotations?.[configHashAnnotation];
-    const server = object.spec.wireguard;
-    let wireguard: ObservedNetwork['wireguard'];
-    if (network.wireguard && server?.enabled) {
-      const host = this.options.wireguardEndpoint;
-      const endpoint =
-        server.endpoint ??
-        (host === undefined
-          ? undefined
-          : `${host.includes(':') ? `[${host}]` : host}:${network.wireguard.port}`);
-      const privateKey = await readText(this.keyFile(network.id));
-      wireguard = { publicKey: publicKeyOf(privateKey.trim()), ...(endpoint ? { endpoint } : {}) };
-    }
-    return {
-      generation: object.metadata.generation,
-      ...(annotation === undefined ? {} : { configHash: annotation }),
-      ...(wireguard ? { wireguard } : {}),
-      peers: (network.wireguard?.peers ?? []).map((peer) => peer.peer),
-    };
+  /** The public key of `network`'s WireGuard server, from the private key ensureKeys made. */
+  private async publicKey(network: NetworkModel): Promise<string | undefined> {
+    if (!network.wireguard) return undefined;
+    return publicKeyOf((await readText(this.keyFile(network.id))).trim());
   }
 
   // --- the model --------------------------------------------------------------------------------
 
-  /** The router's model of `networks`; throws LoamError Invalid when `current`'s object is malformed. */
-  private build(networks: ReadonlyMap<string, Served>, current?: NetworkJobObject) {
-    const routerObject = (current ?? networks.values().next().value?.object)?.router;
-    if (!routerObject) {
-      throw new LoamError('Invalid', 'network.apply carries no router');
-    }
-    const router = validateObject(routerKind, {
-      apiVersion,
-      kind: 'Router',
-      metadata: { name: routerObject.metadata?.name },
-      spec: routerObject.spec,
-    });
-    const parsed = [...networks.values()].map(({ object, acceptedAt }) => ({
-      network: validateObject(networkKind, {
-        apiVersion,
-        kind: 'Network',
-        metadata: { ...object.metadata, creationTimestamp: acceptedAt },
-        spec: object.spec,
-        status: object.status,
-      }),
-      object,
-    }));
-    return buildRouterModel({
-      router,
-      networks: parsed.map((p) => p.network),
-      instances: [],
-      peers: [],
-      settings: this.settings,
-      allocated: new Map(
-        parsed.map(({ network, object }) => [
-          objectKey(network),
-          { leases: object.leases ?? [], peers: object.peers ?? [] },
-        ]),
-      ),
-    });
+  /** The model of Networks the driver already accepted. */
+  private model(networks: ServedMap): RouterModel {
+    return servedModel(networks, this.settings, 'linux');
   }
 
-  /** The model of Networks the driver already accepted (they were valid and fitted together). */
-  private model(networks: ReadonlyMap<string, Served>): RouterModel {
-    if (networks.size === 0) return { router: '', driver: 'linux', settings: this.settings, networks: [] };
-    return this.build(networks).model;
-  }
-
-  private ids(networks: ReadonlyMap<string, Served>): string[] {
+  private ids(networks: ServedMap): string[] {
     return [...networks.values()].map(({ object }) => networkId(object as unknown as Network));
   }
 
@@ -706,36 +609,13 @@ export class LinuxRouterDriver implements Driver {
 
   // --- state ------------------------------------------------------------------------------------
 
-  /** Reads the stored Networks; an agent that never served one has no directory yet, and makes none. */
-  private load(): Promise<void> {
-    this.loaded ??= (async () => {
-      const dir = join(this.settings.stateDir, 'networks');
-      const files = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return [];
-        throw err;
-      });
-      for (const name of files.filter((n) => n.endsWith('.json')).sort()) {
-        const served = JSON.parse(await readFile(join(dir, name), 'utf8')) as Served;
-        const { namespace, name: networkName } = served.object.metadata;
-        this.networks.set(`${namespace}/${networkName}`, served);
-      }
-    })();
-    return this.loaded;
-  }
-
-  private networkFile(key: string): string {
-    return join(this.settings.stateDir, 'networks', `${key.replace('/', '_')}.json`);
+  private async load(): Promise<ServedMap> {
+    this.networks = await this.store.load();
+    return this.networks;
   }
 
   private keyFile(id: string): string {
     return join(this.settings.stateDir, `wireguard-${id}.key`);
-  }
-
-  private async store(key: string, served: Served): Promise<void> {
-    const file = this.networkFile(key);
-    await mkdir(join(this.settings.stateDir, 'networks'), { recursive: true, mode: 0o700 });
-    await writeFile(`${file}.tmp`, `${JSON.stringify(served, null, 2)}\n`);
-    await rename(`${file}.tmp`, file);
   }
 
   /** Makes the WireGuard private key of each server that has none yet. */
@@ -773,11 +653,6 @@ export class LinuxRouterDriver implements Driver {
       );
     });
   }
-}
-
-function refOf(object: NetworkJobObject): ResourceRef {
-  const { namespace, name, uid } = object.metadata;
-  return { kind: 'Network', namespace, name, uid } as ResourceRef;
 }
 
 /** Whether `current` is what `link` asks for; a link that is not is made anew. */

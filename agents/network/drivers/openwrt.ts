@@ -28,16 +28,7 @@ import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome } from '
 import type { RouterModel, RouterSettings } from '../model.js';
 import { type RenderedUci, renderUci, uciBatch, uciConfigNames } from '../uci.js';
 import type { UciCommand, UciSection, UciValue } from '../uci-format.js';
-import {
-  admit,
-  JobQueue,
-  keyOf,
-  observedOf,
-  refOf,
-  type Served,
-  ServedStore,
-  servedModel,
-} from './served.js';
+import { admit, JobQueue, keyOf, observedOf, refOf, ServedStore, servedModel } from './served.js';
 
 /** How the driver reaches a router's UCI. */
 export interface UciTransport {
@@ -137,23 +128,17 @@ export class OpenWrtRouterDriver implements Driver {
     const { model, network, acceptedAt } = admitted;
     const publicKeys = await this.converge(model, signal);
     const observed = observedOf(object, network, publicKeys.get(network.id), this.options.wireguardEndpoint);
-    const key = keyOf(object);
-    const served: Served = { object, observed, acceptedAt };
-    await this.store.store(key, served);
-    networks.set(key, served);
-    this.events?.inventoryChanged({ upserted: [{ ref: refOf(object), observed }] });
+    const item = await this.store.keep(object, observed, acceptedAt);
+    this.events?.inventoryChanged({ upserted: [item] });
     return { code: status.OK, observed };
   }
 
   private async delete(object: NetworkJobObject, signal?: AbortSignal): Promise<JobOutcome> {
-    const networks = await this.store.load();
-    const key = keyOf(object);
-    const next = new Map(networks);
-    next.delete(key);
+    const next = new Map(await this.store.load());
+    next.delete(keyOf(object));
     // Also when it is not served (any more): every loam_ section the model lacks goes.
     await this.converge(servedModel(next, this.settings, 'openwrt'), signal);
-    await this.store.remove(key);
-    networks.delete(key);
+    await this.store.forget(object);
     this.events?.inventoryChanged({ removed: [refOf(object)] });
     return { code: status.OK, observed: { deleted: true } };
   }

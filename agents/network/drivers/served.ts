@@ -17,7 +17,7 @@ import {
 import { isLoamError, LoamError } from '../../../crds/errors.js';
 import { apiVersion, networkKind, routerKind } from '../../../crds/v1alpha1/index.js';
 import { validateObject } from '../../../crds/validate.js';
-import type { JobOutcome, ResourceRef } from '../../runtime/driver.js';
+import type { InventoryItem, JobOutcome, ResourceRef } from '../../runtime/driver.js';
 import {
   buildRouterModel,
   type NetworkModel,
@@ -196,15 +196,27 @@ export class ServedStore {
     return this.loaded;
   }
 
-  async store(key: string, served: Served): Promise<void> {
+  /** Keeps `object` served, answering `observed`: on disk, then in the loaded Networks. */
+  async keep(
+    object: NetworkJobObject,
+    observed: ObservedNetwork,
+    acceptedAt: string,
+  ): Promise<InventoryItem> {
+    const key = keyOf(object);
+    const served: Served = { object, observed, acceptedAt };
     const file = this.file(key);
     await mkdir(join(this.stateDir, 'networks'), { recursive: true, mode: 0o700 });
     await writeFile(`${file}.tmp`, `${JSON.stringify(served, null, 2)}\n`);
     await rename(`${file}.tmp`, file);
+    (await this.load()).set(key, served);
+    return { ref: refOf(object), observed };
   }
 
-  async remove(key: string): Promise<void> {
+  /** Stops keeping `object`: on disk, then in the loaded Networks. */
+  async forget(object: NetworkJobObject): Promise<void> {
+    const key = keyOf(object);
     await rm(this.file(key), { force: true });
+    (await this.load()).delete(key);
   }
 
   private file(key: string): string {
