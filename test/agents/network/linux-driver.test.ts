@@ -16,9 +16,9 @@ import { LinuxRouterDriver } from '../../../agents/network/drivers/linux.js';
 import { networkId, type RouterSettings } from '../../../agents/network/model.js';
 import type { AgentJob, InventoryUpdate, JobOutcome } from '../../../agents/runtime/driver.js';
 import type { Lease } from '../../../controllers/network/allocate.js';
-import type { NetworkJobObject, RouterPeer } from '../../../controllers/network/reconcile.js';
+import type { RouterPeer } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
-import { network as networkObject, router } from '../../controllers/network/objects.js';
+import { latestGeneration, networkApplyJob, networkDeleteJob } from './jobs.js';
 
 const suffix = randomBytes(3).toString('hex');
 /** The router's namespace and a WireGuard client's. */
@@ -64,57 +64,17 @@ function names(name: string) {
   return { id, bridge: `loam_${id}_br`, vxlan: `loam_${id}_vx`, wireguard: `loam_${id}_wg` };
 }
 
-let generation = 0;
-
 function applyJob(
   name: string,
   spec: Record<string, unknown>,
   segment: number,
   more: { leases?: Lease[]; peers?: RouterPeer[] } = {},
 ): AgentJob {
-  const network = networkObject(name, spec, { namespace: tenant });
-  const { unschedulable: _, ...routerSpec } = router().spec;
-  generation += 1;
-  const object: NetworkJobObject = {
-    apiVersion: network.apiVersion,
-    kind: network.kind,
-    metadata: {
-      name,
-      namespace: tenant,
-      uid: `00000000-0000-4000-8000-${String(segment).padStart(12, '0')}`,
-      generation,
-      annotations: { 'loam.dev/config-hash': `hash-${generation}` },
-    },
-    spec: network.spec,
-    status: {
-      router: 'edge-1',
-      segment: { type: 'vxlan', id: segment },
-      gateway: String(spec.cidr).replace(/\.0\/\d+$/, '.1'),
-    },
-    router: {
-      apiVersion: network.apiVersion,
-      kind: 'Router',
-      metadata: { name: 'edge-1' },
-      spec: routerSpec,
-    },
-    leases: more.leases ?? [],
-    peers: more.peers ?? [],
-  };
-  return {
-    id: `apply-${generation}`,
-    type: 'network.apply',
-    object: object as never,
-    key: `Network/${tenant}/${name}`,
-  };
+  return networkApplyJob({ tenant, name, spec, segment, ...more });
 }
 
 function deleteJob(name: string): AgentJob {
-  return {
-    id: `delete-${name}`,
-    type: 'network.delete',
-    object: { kind: 'Network', metadata: { name, namespace: tenant, uid: 'x' } },
-    key: `Network/${tenant}/${name}`,
-  };
+  return networkDeleteJob(tenant, name);
 }
 
 /** Commands that only read; the rest change something. */
@@ -371,8 +331,8 @@ describe('linux network driver (in network namespaces)', function () {
     assert.equal(outcome.code, status.OK, outcome.message);
     const key = readFileSync(join(stateDir, `wireguard-${vpn.id}.key`), 'utf8').trim();
     assert.deepEqual(outcome.observed, {
-      generation,
-      configHash: `hash-${generation}`,
+      generation: latestGeneration(),
+      configHash: `hash-${latestGeneration()}`,
       wireguard: { publicKey: publicKeyOf(key), endpoint: 'vpn.example.com:51820' },
       peers: ['laptop'],
     });
@@ -487,7 +447,7 @@ describe('linux network driver (in network namespaces)', function () {
     }
 
     const labels = (network: string) => ({ namespace: tenant, network });
-    assert.equal(sample(exposition, 'loam_network_applied_generation', labels('vpn')), generation);
+    assert.equal(sample(exposition, 'loam_network_applied_generation', labels('vpn')), latestGeneration());
     assert.equal(sample(exposition, 'loam_network_applied_generation', labels('web')), 4);
     assert.equal(sample(exposition, 'loam_network_applied_generation', labels('db')), undefined);
     assert.equal(sample(exposition, 'loam_network_dhcp_static_leases', labels('web')), 2);

@@ -15,71 +15,27 @@ import { networkId, type RouterSettings } from '../../../agents/network/model.js
 import { ownedByLoam } from '../../../agents/network/uci.js';
 import { parseUci, type UciSection } from '../../../agents/network/uci-format.js';
 import type { AgentJob, JobOutcome } from '../../../agents/runtime/driver.js';
-import type {
-  NetworkJobObject,
-  ObservedNetwork,
-  RouterPeer,
-} from '../../../controllers/network/reconcile.js';
+import type { ObservedNetwork, RouterPeer } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
-import { network as networkObject, router } from '../../controllers/network/objects.js';
 import { stockConfig } from './fixtures.js';
+import { latestGeneration, networkApplyJob, networkDeleteJob } from './jobs.js';
 import { nullSession, RpcdDouble } from './rpcd-double.js';
 
 const tenant = 'acme';
 const configs = ['network', 'dhcp', 'firewall'] as const;
-let generation = 0;
-
 function applyJob(
   name: string,
   spec: Record<string, unknown>,
   segment: number,
   peers: RouterPeer[] = [],
 ): AgentJob {
-  const network = networkObject(name, spec, { namespace: tenant });
-  const { unschedulable: _, ...routerSpec } = router({ driver: 'openwrt' }).spec;
-  generation += 1;
-  const object: NetworkJobObject = {
-    apiVersion: network.apiVersion,
-    kind: network.kind,
-    metadata: {
-      name,
-      namespace: tenant,
-      uid: `00000000-0000-4000-8000-${String(segment).padStart(12, '0')}`,
-      generation,
-      annotations: { 'loam.dev/config-hash': `hash-${generation}` },
-    },
-    spec: network.spec,
-    status: {
-      router: 'edge-1',
-      segment: { type: 'vxlan', id: segment },
-      gateway: String(spec.cidr).replace(/\.0\/\d+$/, '.1'),
-    },
-    router: {
-      apiVersion: network.apiVersion,
-      kind: 'Router',
-      metadata: { name: 'edge-1' },
-      spec: routerSpec,
-    },
-    leases: [
-      { instance: 'vm1', mac: '52:54:00:00:00:01', address: String(spec.cidr).replace(/\.0\/\d+$/, '.10') },
-    ],
-    peers,
-  };
-  return {
-    id: `apply-${generation}`,
-    type: 'network.apply',
-    object: object as never,
-    key: `Network/${tenant}/${name}`,
-  };
+  const address = String(spec.cidr).replace(/\.0\/\d+$/, '.10');
+  const leases = [{ instance: 'vm1', mac: '52:54:00:00:00:01', address }];
+  return networkApplyJob({ tenant, name, spec, segment, driver: 'openwrt', leases, peers });
 }
 
 function deleteJob(name: string): AgentJob {
-  return {
-    id: `delete-${name}`,
-    type: 'network.delete',
-    object: { kind: 'Network', metadata: { name, namespace: tenant, uid: 'x' } },
-    key: `Network/${tenant}/${name}`,
-  };
+  return networkDeleteJob(tenant, name);
 }
 
 function idOf(name: string): string {
@@ -187,8 +143,8 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
     const privateKey = wg?.options.private_key;
     assert.equal(typeof privateKey, 'string');
     assert.deepEqual(outcome.observed, {
-      generation,
-      configHash: `hash-${generation}`,
+      generation: latestGeneration(),
+      configHash: `hash-${latestGeneration()}`,
       wireguard: { publicKey: publicKeyOf(privateKey as string), endpoint: 'vpn.example.com:51820' },
       peers: ['laptop'],
     } satisfies ObservedNetwork);
