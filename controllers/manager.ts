@@ -2,7 +2,7 @@
  * The controllers of one control plane, started together over shared informers and the hub's
  * agent reports, and stopped together (when `loam up` stops or loses leadership).
  */
-import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { secretKind } from '../crds/builtin.js';
@@ -66,6 +66,7 @@ export async function startControllers(options: ControllerManagerOptions): Promi
       hosts,
       networks,
       agents,
+      core: kubeConfig.makeApiClient(CoreV1Api),
       writer,
       events: new EventRecorder(kubeConfig, 'loam-instance-controller', logger),
       logger,

@@ -29,7 +29,8 @@ const isoTimeoutMs = 30_000;
 
 /**
  * The seed of an image boot with spec.cloudInit.userData. Throws LoamError('Invalid') for a
- * userDataSecretRef: the agent cannot read Secrets, and the controller does not inline them yet.
+ * job that carries only a userDataSecretRef: the agent cannot read Secrets; the controller sends
+ * their value inline.
  */
 export function seedFiles(instance: Instance, placement: SeedPlacement): SeedFiles {
   const { cloudInit } = instance.spec;
@@ -37,7 +38,7 @@ export function seedFiles(instance: Instance, placement: SeedPlacement): SeedFil
   if (cloudInit.userData === undefined) {
     throw new LoamError(
       'Invalid',
-      'spec.cloudInit.userDataSecretRef: not supported by this agent yet; use spec.cloudInit.userData',
+      "spec.cloudInit.userDataSecretRef: the controller sends the Secret's value inline, and this job has only the reference",
     );
   }
   const ethernets: Record<string, object> = {};

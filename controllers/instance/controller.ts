@@ -10,18 +10,19 @@
  * status write carries the resourceVersion the decision was made on, so a decision on stale data
  * (another control plane's write, say) fails with 409 and is made again.
  */
-import type { KubernetesObject } from '@kubernetes/client-node';
+import { ApiException, type CoreV1Api, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
 import type { AgentState, JobFailure, ObjectRef } from '../runtime/agent-state.js';
-import { type Cache, objectKey } from '../runtime/controller.js';
+import { type Cache, objectKey, type ReconcileResult } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
 import { Serialized } from '../runtime/serialized.js';
 import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
 import {
   type InstanceJob,
+  type InstanceReconcileInput,
   instanceFinalizer,
   type ObservedInstance,
   reconcileInstance,
@@ -32,6 +33,8 @@ export interface InstanceControllerOptions {
   hosts: Cache<KubernetesObject>;
   networks: Cache<KubernetesObject>;
   agents: AgentState;
+  /** Reads the Secrets spec.cloudInit.userDataSecretRef names. */
+  core: CoreV1Api;
   writer: ObjectWriter;
   events: EventRecorder;
   logger: Logger;
@@ -124,7 +127,7 @@ export class InstanceController extends ObjectController<Instance> {
     });
   }
 
-  protected async reconcile(key: string, logger: Logger): Promise<undefined> {
+  protected async reconcile(key: string, logger: Logger): Promise<ReconcileResult | undefined> {
     const [namespace = '', name = ''] = key.split('/');
     let instance = this.objects.get(name, namespace);
     if (!instance) {
@@ -144,7 +147,10 @@ export class InstanceController extends ObjectController<Instance> {
     return this.allocation.run(() => this.reconcileInstance(this.objects.get(name, namespace), logger));
   }
 
-  private async reconcileInstance(instance: Instance | undefined, logger: Logger): Promise<undefined> {
+  private async reconcileInstance(
+    instance: Instance | undefined,
+    logger: Logger,
+  ): Promise<ReconcileResult | undefined> {
     if (!instance) return undefined;
     const { agents } = this.options;
     const namespace = instance.metadata.namespace ?? '';
@@ -155,6 +161,7 @@ export class InstanceController extends ObjectController<Instance> {
     const isApply = (failure: JobFailure) => failure.type === 'instance.apply';
     const rejection = agents.rejectionsOf(ref, uid, generation).find(isApply);
     const failure = agents.failuresOf(ref, uid, generation).find(isApply);
+    const userDataSecret = await this.userDataSecret(instance);
     const result = reconcileInstance({
       instance,
       hosts: this.options.hosts.list() as Host[],
@@ -165,6 +172,7 @@ export class InstanceController extends ObjectController<Instance> {
       inFlight: agents.jobsFor(ref, uid) as InstanceJob[],
       ...(rejection ? { rejection } : {}),
       ...(failure ? { failure } : {}),
+      ...(userDataSecret ? { userDataSecret } : {}),
       now: new Date(),
     });
     await carryOut(instance, result, {
@@ -177,9 +185,35 @@ export class InstanceController extends ObjectController<Instance> {
       jobDeadlineMs: this.jobDeadlineMs,
       logger,
     });
-    return undefined;
+    // Nothing watches arbitrary Secrets: look again for one that is not there yet.
+    return userDataSecret && 'problem' in userDataSecret
+      ? { requeueAfterMs: missingSecretPollMs }
+      : undefined;
+  }
+
+  /** The value spec.cloudInit.userDataSecretRef names, or why there is none; undefined without one. */
+  private async userDataSecret(instance: Instance): Promise<InstanceReconcileInput['userDataSecret']> {
+    const ref = instance.spec.cloudInit?.userDataSecretRef;
+    if (ref === undefined) return undefined;
+    const namespace = instance.metadata.namespace ?? '';
+    const field = 'spec.cloudInit.userDataSecretRef';
+    try {
+      const secret = await this.options.core.readNamespacedSecret({ name: ref.name, namespace });
+      const value = secret.data?.[ref.key];
+      return value === undefined
+        ? { problem: `${field}.key: Secret ${namespace}/${ref.name} has no key ${ref.key}` }
+        : { userData: Buffer.from(value, 'base64').toString('utf8') };
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) {
+        return { problem: `${field}.name: Secret ${namespace}/${ref.name} does not exist` };
+      }
+      throw err;
+    }
   }
 }
+
+/** How long an Instance whose user-data Secret is missing waits before looking again. */
+const missingSecretPollMs = 10_000;
 
 /** What the agent of `host` reported of the Instance with `uid`, in reconcileInstance's terms. */
 function observedOn(

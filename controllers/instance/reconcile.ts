@@ -160,6 +160,11 @@ export interface InstanceReconcileInput {
    * or did not answer in time), and none has succeeded since; the shell retries with backoff.
    */
   failure?: { generation: number; message: string };
+  /**
+   * spec.cloudInit.userDataSecretRef resolved by the shell: the Secret's value, or why there is
+   * none. The agent cannot read Secrets, so the job carries the user data inline.
+   */
+  userDataSecret?: { userData: string } | { problem: string };
   now: Date;
 }
 
@@ -194,7 +199,13 @@ interface Outcome {
 
 function decide(input: InstanceReconcileInput): Outcome {
   const { instance } = input;
-  const { interfaces, problems } = allocateInterfaces(instance, input.networks, input.instances);
+  const allocated = allocateInterfaces(instance, input.networks, input.instances);
+  const { interfaces } = allocated;
+  const secret = input.userDataSecret;
+  const problems =
+    secret !== undefined && 'problem' in secret
+      ? [{ reason: 'UserDataUnavailable', message: secret.problem }, ...allocated.problems]
+      : allocated.problems;
   const problem = problems[0] && {
     reason: problems[0].reason,
     message: problems.map((p) => p.message).join('; '),
@@ -270,7 +281,7 @@ function decide(input: InstanceReconcileInput): Outcome {
   const current =
     observed.state !== 'absent' && observed.generation === generation && !nicsDiffer(observed, interfaces);
   const powerAction = powerActionNeeded[runStrategy].includes(observed.state);
-  const apply = jobFor('instance.apply', instance, host, interfaces, input.networks);
+  const apply = jobFor('instance.apply', instance, host, interfaces, input.networks, input.userDataSecret);
   const dispatch =
     !problem &&
     rejection === undefined &&
@@ -486,8 +497,14 @@ function jobFor(
   host: string,
   interfaces: readonly InstanceInterface[],
   networks: readonly Network[],
+  userDataSecret?: InstanceReconcileInput['userDataSecret'],
 ): InstanceJob {
-  const { apiVersion, kind, metadata, spec } = instance;
+  const { apiVersion, kind, metadata } = instance;
+  // The referenced Secret's value inline, in place of the reference the agent could not follow.
+  const spec =
+    instance.spec.cloudInit?.userDataSecretRef !== undefined && userDataSecret && 'userData' in userDataSecret
+      ? { ...instance.spec, cloudInit: { userData: userDataSecret.userData } }
+      : instance.spec;
   const placed = interfaces.flatMap(({ network, mac, ipAddress }) =>
     mac === undefined || ipAddress === undefined ? [] : [{ network, mac, ipAddress }],
   );

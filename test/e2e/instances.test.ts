@@ -276,6 +276,48 @@ describe('Instances end to end, with a recording hypervisor', function () {
     agents.splice(agents.indexOf(hv3), 1);
   });
 
+  it('sends user data from a Secret inline, and says so while the Secret is missing', async () => {
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    await core.createNamespacedSecret({
+      namespace: 'default',
+      body: {
+        metadata: { name: 'cfg-userdata' },
+        data: { userdata: Buffer.from('#cloud-config\nhostname: cfg\n').toString('base64') },
+      },
+    });
+    const fromSecret = (name: string, secret: string) =>
+      instance(name, {
+        host: 'hv1',
+        kernel: undefined,
+        image: { url: 'http://127.0.0.1:1/disk.qcow2', sha256: 'd'.repeat(64) },
+        cloudInit: { userDataSecretRef: { name: secret } },
+      });
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: fromSecret('cfg', 'cfg-userdata'),
+    });
+    await phaseOf('cfg', 'Running');
+    const hv1 = agents.find((a) => a.config.name === 'hv1') as TestAgent<RecordingHypervisor>;
+    const job = hv1.driver.jobs.find((j) => j.object.metadata.name === 'cfg');
+    assert.ok(job, 'an apply for cfg');
+    assert.deepEqual((job.object as { spec?: { cloudInit?: unknown } }).spec?.cloudInit, {
+      userData: '#cloud-config\nhostname: cfg\n',
+    });
+
+    await api.createNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      body: fromSecret('nocfg', 'missing-userdata'),
+    });
+    const waiting = await phaseOf('nocfg', 'Pending');
+    const provisioned = waiting.status?.conditions?.find((c) => c.type === 'Provisioned');
+    assert.equal(provisioned?.reason, 'UserDataUnavailable');
+    assert.match(provisioned?.message ?? '', /Secret default\/missing-userdata does not exist/);
+  });
+
   it('gives 200 Instances created at once on one /24 200 distinct addresses', async () => {
     await startHypervisor('big', new RecordingHypervisor({ capacity: { cpus: 1000, memory: '1000Gi' } }));
     await api.createNamespacedCustomObject({

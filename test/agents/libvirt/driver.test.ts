@@ -214,7 +214,7 @@ describe('agents/libvirt/driver', () => {
     await rejectsWith(
       handle('instance.apply', inst),
       'Invalid',
-      /^spec\.cloudInit\.userDataSecretRef: not supported by this agent yet; use spec\.cloudInit\.userData$/,
+      /^spec\.cloudInit\.userDataSecretRef: the controller sends the Secret.s value inline, and this job has only the reference$/,
     );
     assert.deepEqual(artifacts.fetched, []);
     await assert.rejects(virsh.state(inst.metadata.uid ?? ''), (err) => isLoamError(err, 'NotFound'));

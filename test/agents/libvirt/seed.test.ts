@@ -141,7 +141,7 @@ describe('agents/libvirt/seed', () => {
         (err) =>
           isLoamError(err, 'Invalid') &&
           err.message ===
-            'spec.cloudInit.userDataSecretRef: not supported by this agent yet; use spec.cloudInit.userData',
+            "spec.cloudInit.userDataSecretRef: the controller sends the Secret's value inline, and this job has only the reference",
       );
     });
   });

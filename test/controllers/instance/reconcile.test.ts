@@ -264,6 +264,44 @@ describe('reconcileInstance', () => {
     });
   });
 
+  describe('user data from a Secret', () => {
+    const fromSecret = () =>
+      web({
+        image: { url: 'https://images.example.org/debian.qcow2', sha256: 'b'.repeat(64) },
+        kernel: undefined,
+        cloudInit: { userDataSecretRef: { name: 'web-userdata', key: 'userdata' } },
+      });
+
+    it("sends the Secret's value inline, in place of the reference the agent cannot follow", () => {
+      const scheduled = stored(fromSecret(), reconcileInstance(input(fromSecret())));
+      const result = reconcileInstance(
+        input(scheduled, {
+          observed: { state: 'absent' },
+          userDataSecret: { userData: '#cloud-config\nhostname: web\n' },
+        }),
+      );
+      assert.deepEqual(result.jobs[0]?.job.object.spec.cloudInit, {
+        userData: '#cloud-config\nhostname: web\n',
+      });
+    });
+
+    it('waits, saying why, while the Secret or its key is missing', () => {
+      const scheduled = stored(fromSecret(), reconcileInstance(input(fromSecret())));
+      const result = reconcileInstance(
+        input(scheduled, {
+          observed: { state: 'absent' },
+          userDataSecret: {
+            problem: 'spec.cloudInit.userDataSecretRef.name: Secret default/web-userdata does not exist',
+          },
+        }),
+      );
+      assert.deepEqual(result.jobs, []);
+      assert.equal(result.status?.phase, 'Pending');
+      assert.equal(conditionOf(result, 'Provisioned')?.reason, 'UserDataUnavailable');
+      assert.match(conditionOf(result, 'Provisioned')?.message ?? '', /web-userdata does not exist/);
+    });
+  });
+
   describe('a failed apply, retried', () => {
     it('says why it has not been provisioned while the agent fails, and sends it again', () => {
       const scheduled = stored(web(), reconcileInstance(input(web())));
