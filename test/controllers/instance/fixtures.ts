@@ -41,6 +41,31 @@ export interface HostOptions {
   capacityOnly?: boolean;
 }
 
+/**
+ * The Ready condition the hub writes for an agent's Host or Router: connected (True), gone past
+ * its grace period (Unknown), or none yet (undefined).
+ */
+export function readyConditions(ready: 'True' | 'Unknown' | undefined) {
+  if (ready === undefined) return [];
+  return [
+    ready === 'True'
+      ? {
+          type: 'Ready',
+          status: 'True',
+          reason: 'AgentConnected',
+          message: 'agent 0.1.0 connected',
+          lastTransitionTime: earlier,
+        }
+      : {
+          type: 'Ready',
+          status: 'Unknown',
+          reason: 'AgentDisconnected',
+          message: 'agent disconnected and did not reconnect within 40s',
+          lastTransitionTime: earlier,
+        },
+  ];
+}
+
 export function host(name: string, options: HostOptions = {}): Host {
   const resources = { cpus: options.cpus ?? 8, memory: options.memory ?? '16Gi' };
   const ready = 'ready' in options ? options.ready : 'True';
@@ -53,26 +78,7 @@ export function host(name: string, options: HostOptions = {}): Host {
       status: {
         capacity: resources,
         ...(options.capacityOnly ? {} : { allocatable: resources }),
-        conditions:
-          ready === undefined
-            ? []
-            : [
-                ready === 'True'
-                  ? {
-                      type: 'Ready',
-                      status: 'True',
-                      reason: 'AgentConnected',
-                      message: 'agent 0.1.0 connected',
-                      lastTransitionTime: earlier,
-                    }
-                  : {
-                      type: 'Ready',
-                      status: 'Unknown',
-                      reason: 'AgentDisconnected',
-                      message: 'agent disconnected and did not reconnect within 40s',
-                      lastTransitionTime: earlier,
-                    },
-              ],
+        conditions: readyConditions(ready),
       },
     }),
   );

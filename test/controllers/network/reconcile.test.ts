@@ -22,13 +22,13 @@ import {
   wireguardPeerKind,
 } from '../../../crds/v1alpha1/index.js';
 import { validateObject } from '../../../crds/validate.js';
+import { earlier, readyConditions } from '../instance/fixtures.js';
 import { publicKeys } from './objects.js';
 
 // --- fixtures -------------------------------------------------------------------------------------
 
 const now = new Date(Date.UTC(2025, 4, 1, 12, 0));
 const later = new Date(Date.UTC(2025, 4, 1, 13, 0));
-const earlier = formatTimestamp(new Date(Date.UTC(2025, 4, 1, 11, 0)));
 
 /** Frozen as the informer caches freeze objects, so a reconcile that mutated its input would throw. */
 function deepFreeze<T>(value: T): T {
@@ -50,26 +50,7 @@ interface RouterOptions {
 
 function router(name = 'edge-1', options: RouterOptions = {}): Router {
   const ready = 'ready' in options ? options.ready : 'True';
-  const conditions =
-    ready === undefined
-      ? []
-      : [
-          ready === 'True'
-            ? {
-                type: 'Ready',
-                status: 'True',
-                reason: 'AgentConnected',
-                message: 'agent 0.1.0 connected',
-                lastTransitionTime: earlier,
-              }
-            : {
-                type: 'Ready',
-                status: 'Unknown',
-                reason: 'AgentDisconnected',
-                message: 'agent disconnected and did not reconnect within 40s',
-                lastTransitionTime: earlier,
-              },
-        ];
+  const conditions = readyConditions(ready);
   return deepFreeze(
     validateObject(routerKind, {
       apiVersion,
