@@ -9,7 +9,7 @@
 
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import type { InstanceJobObject } from '../../controllers/instance/reconcile.js';
@@ -104,6 +104,8 @@ export async function buildSeedIso(dir: string, files: SeedFiles, signal: AbortS
       ['-output', tmp, '-volid', 'cidata', '-joliet', '-rock', '-input-charset', 'utf-8', ...paths],
       signal,
     );
+    // The ISO holds the same user data: owner-only too (libvirt hands it to QEMU's user at start).
+    await chmod(tmp, 0o600);
     await rename(tmp, iso);
     await writeFile(`${hashFile}.${suffix}`, hash);
     await rename(`${hashFile}.${suffix}`, hashFile);

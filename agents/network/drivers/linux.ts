@@ -645,9 +645,10 @@ export class LinuxRouterDriver implements Driver {
         },
         (err: ExecFileException | null, stdout: string, stderr: string) => {
           if (!err) return resolve(stdout);
+          // Never stdout: `wg show … dump` prints the interface's private key there.
           const detail = err.killed
             ? `did not finish within ${this.timeoutMs} ms`
-            : stderr.trim() || stdout.trim() || err.message;
+            : stderr.trim() || err.message;
           reject(new CommandFailed(argv, detail));
         },
       );

@@ -169,6 +169,7 @@ describe('agents/libvirt/seed', () => {
       const iso = await buildSeedIso(dir, files, signal());
       assert.equal(iso, join(dir, 'seed.iso'));
       assert.match(xorriso('-indev', iso, '-pvd_info'), /^Volume Id\s*:\s*cidata$/m);
+      assert.equal((await stat(iso)).mode & 0o777, 0o600, 'the user data it holds is owner-only');
       const out = join(dir, 'out');
       xorriso('-osirrox', 'on', '-indev', iso, '-extract', '/', out);
       assert.deepEqual((await readdir(out)).sort(), ['meta-data', 'network-config', 'user-data']);
