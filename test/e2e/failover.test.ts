@@ -5,16 +5,16 @@
  * the agent reconnects by itself, and work applied meanwhile completes.
  */
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
-import { caPin } from '../../controllers/pki/certificates.js';
 import { leaderLease } from '../../controllers/up.js';
 import type { Instance } from '../../crds/v1alpha1/index.js';
-import { startAgent, type TestAgent } from '../agents/hub-double.js';
+import type { TestAgent } from '../agents/hub-double.js';
 import { EtcdServer } from '../harness/etcd.js';
+import { joinAgent } from '../harness/join.js';
 import { LoamProcess } from '../harness/loam.js';
 import { tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
@@ -67,21 +67,17 @@ describe('two control planes, the leader killed', function () {
       usages: 1,
       role: 'libvirt',
     });
-    agent = startAgent(
-      {
-        role: 'libvirt',
-        server: `127.0.0.1:${agentPort}`,
-        token,
-        caPin: caPin(readFileSync(join(dir, 'a', 'pki', 'ca.crt'), 'utf8')),
-        dataDir: join(dir, 'agent'),
-        name: 'hv1',
-        metricsAddress: '127.0.0.1:0',
-        logLevel: 'silent',
-        renewAt: 0.8,
-        backoff: { initialMs: 100, maxMs: 1000 },
-      },
-      { driver: new RecordingHypervisor() },
-    );
+    agent = await joinAgent({
+      role: 'libvirt',
+      name: 'hv1',
+      driver: new RecordingHypervisor(),
+      planeDir: join(dir, 'a'),
+      agentPort,
+      token,
+      dataDir: join(dir, 'agents'),
+      // Reconnects every second at most while no hub listens between the two leaders.
+      config: { backoff: { initialMs: 100, maxMs: 1000 } },
+    });
     const apiA = kcA.makeApiClient(k8s.CustomObjectsApi);
     await apiA.createNamespacedCustomObject({ ...group, body: instance('before') });
     const phase = async (api: k8s.CustomObjectsApi, name: string) =>
