@@ -10,7 +10,7 @@
  * status write carries the resourceVersion the decision was made on, so a decision on stale data
  * (another control plane's write, say) fails with 409 and is made again.
  */
-import { ApiException, type CoreV1Api, type KubernetesObject } from '@kubernetes/client-node';
+import type { CoreV1Api, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
@@ -18,6 +18,7 @@ import type { AgentState, JobFailure, ObjectRef } from '../runtime/agent-state.j
 import { type Cache, objectKey, type ReconcileResult } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
+import { isApiStatus } from '../runtime/retry.js';
 import { Serialized } from '../runtime/serialized.js';
 import type { EventRecorder, ObjectWriter } from '../runtime/writes.js';
 import {
@@ -115,11 +116,10 @@ export class InstanceController extends ObjectController<Instance> {
       }
     };
     for (const event of ['add', 'update', 'delete'] as const) networks.on(event, onNetwork);
-    agents.on('change', (ref, failed) => {
+    agents.on('change', (ref) => {
       if (ref.kind !== instanceKind.kind) return;
       const key = `${ref.namespace}/${ref.name}`;
-      if (failed) queue.addRateLimited(key);
-      else queue.add(key);
+      queue.add(key); // a failed job is held back by the reconcile (AgentState.paced)
     });
     agents.on('agent', (agent) => {
       if (agent.role !== 'libvirt') return;
@@ -175,20 +175,27 @@ export class InstanceController extends ObjectController<Instance> {
       ...(userDataSecret ? { userDataSecret } : {}),
       now: new Date(),
     });
-    await carryOut(instance, result, {
-      kind: instanceKind,
-      finalizer: instanceFinalizer,
-      writer: this.options.writer,
-      agents,
-      events: this.options.events,
-      assumed: this.objects,
-      jobDeadlineMs: this.jobDeadlineMs,
-      logger,
-    });
+    const paced = agents.paced(ref, result.jobs);
+    await carryOut(
+      instance,
+      { ...result, jobs: paced.jobs },
+      {
+        kind: instanceKind,
+        finalizer: instanceFinalizer,
+        writer: this.options.writer,
+        agents,
+        events: this.options.events,
+        assumed: this.objects,
+        jobDeadlineMs: this.jobDeadlineMs,
+        logger,
+      },
+    );
     // Nothing watches arbitrary Secrets: look again for one that is not there yet.
-    return userDataSecret && 'problem' in userDataSecret
-      ? { requeueAfterMs: missingSecretPollMs }
-      : undefined;
+    const waits = [
+      ...(userDataSecret && 'problem' in userDataSecret ? [missingSecretPollMs] : []),
+      ...(paced.requeueAfterMs === undefined ? [] : [paced.requeueAfterMs]),
+    ];
+    return waits.length > 0 ? { requeueAfterMs: Math.min(...waits) } : undefined;
   }
 
   /** The value spec.cloudInit.userDataSecretRef names, or why there is none; undefined without one. */
@@ -204,7 +211,7 @@ export class InstanceController extends ObjectController<Instance> {
         ? { problem: `${field}.key: Secret ${namespace}/${ref.name} has no key ${ref.key}` }
         : { userData: Buffer.from(value, 'base64').toString('utf8') };
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) {
+      if (isApiStatus(err, 404)) {
         return { problem: `${field}.name: Secret ${namespace}/${ref.name} does not exist` };
       }
       throw err;

@@ -22,7 +22,7 @@ import {
   type WireGuardPeer,
 } from '../../crds/v1alpha1/index.js';
 import type { AgentState, ObjectRef, Observation } from '../runtime/agent-state.js';
-import { type Cache, objectKey } from '../runtime/controller.js';
+import { type Cache, objectKey, type ReconcileResult } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
 import { carryOut } from '../runtime/outcome.js';
 import { Serialized } from '../runtime/serialized.js';
@@ -145,11 +145,10 @@ export class NetworkController extends ObjectController<Network> {
       queue.add(`${peer.metadata.namespace}/${peer.spec.network}`);
     };
     for (const event of ['add', 'update', 'delete'] as const) peers.on(event, onPeer);
-    agents.on('change', (ref, failed) => {
+    agents.on('change', (ref) => {
       if (ref.kind !== networkKind.kind) return;
       const key = `${ref.namespace}/${ref.name}`;
-      if (failed) queue.addRateLimited(key);
-      else queue.add(key);
+      queue.add(key); // a failed job is held back by the reconcile (AgentState.paced)
     });
     agents.on('agent', (agent) => {
       // A Host's agent matters to every Network that may need its segment there.
@@ -159,7 +158,7 @@ export class NetworkController extends ObjectController<Network> {
     });
   }
 
-  protected reconcile(key: string, logger: Logger): Promise<undefined> {
+  protected reconcile(key: string, logger: Logger): Promise<ReconcileResult | undefined> {
     const [namespace = '', name = ''] = key.split('/');
     const network = this.objects.get(name, namespace);
     if (!network) {
@@ -170,7 +169,10 @@ export class NetworkController extends ObjectController<Network> {
     return this.placement.run(() => this.reconcileNetwork(this.objects.get(name, namespace), logger));
   }
 
-  private async reconcileNetwork(network: Network | undefined, logger: Logger): Promise<undefined> {
+  private async reconcileNetwork(
+    network: Network | undefined,
+    logger: Logger,
+  ): Promise<ReconcileResult | undefined> {
     if (!network) return undefined;
     const { agents } = this.options;
     const namespace = network.metadata.namespace ?? '';
@@ -197,9 +199,13 @@ export class NetworkController extends ObjectController<Network> {
       rejections.some(
         (r) => r.type === job.job.type && r.agent.role === job.agent.role && r.agent.name === job.agent.name,
       );
+    const paced = agents.paced(
+      ref,
+      result.jobs.filter((job) => !refused(job)),
+    );
     await carryOut(
       network,
-      { ...result, jobs: result.jobs.filter((job) => !refused(job)) },
+      { ...result, jobs: paced.jobs },
       {
         kind: networkKind,
         finalizer: networkFinalizer,
@@ -211,6 +217,6 @@ export class NetworkController extends ObjectController<Network> {
         logger,
       },
     );
-    return undefined;
+    return paced.requeueAfterMs === undefined ? undefined : { requeueAfterMs: paced.requeueAfterMs };
   }
 }

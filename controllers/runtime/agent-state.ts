@@ -54,11 +54,19 @@ export interface JobFailure {
   uid: string;
   generation: number;
   message: string;
+  /** How many times in a row it failed, and when it may be sent again (retryable failures). */
+  attempts: number;
+  retryAt: number;
+}
+
+/** Backoff between retries of a failing job: 0.5 s doubling to 5 min, as a crash-looping pod. */
+function retryDelayMs(attempts: number): number {
+  return Math.min(500 * 2 ** (attempts - 1), 300_000);
 }
 
 export interface AgentStateEvents {
-  /** Something about the object changed; `failed` when a job for it failed in a way worth retrying. */
-  change: [ref: ObjectRef, failed: boolean];
+  /** Something about the object changed: a report, or a job's result. */
+  change: [ref: ObjectRef];
   /** An agent connected or disconnected. */
   agent: [agent: AgentRef, connected: boolean];
 }
@@ -122,7 +130,7 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
       for (const ref of removed) this.forget(resourceKey(ref), agent);
     });
     hub.on('lifecycle', ({ event }) => {
-      if (event.resource) this.emitChange(resourceKey(event.resource), false);
+      if (event.resource) this.emitChange(resourceKey(event.resource));
     });
     hub.on('disconnected', ({ agent }) => {
       this.connectedAgents[agent.role].delete(agent.name);
@@ -178,6 +186,27 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     );
   }
 
+  /**
+   * Holds back jobs whose last try failed until their backoff has passed (a controller's queue
+   * forgets a key's failures once a reconcile succeeds, so it cannot pace them): the jobs that may
+   * go now, and when to look again for the others.
+   */
+  paced<J extends { agent: AgentRef; job: { type: string } }>(
+    ref: ObjectRef,
+    jobs: readonly J[],
+  ): { jobs: J[]; requeueAfterMs?: number } {
+    const failures = this.failures.get(refKey(ref));
+    const now = Date.now();
+    let wait: number | undefined;
+    const due = jobs.filter(({ agent, job }) => {
+      const failure = failures?.get(`${agentKey(agent)} ${job.type}`);
+      if (failure === undefined || failure.retryAt <= now) return true;
+      wait = Math.min(wait ?? Number.POSITIVE_INFINITY, failure.retryAt - now);
+      return false;
+    });
+    return { jobs: due, ...(wait === undefined ? {} : { requeueAfterMs: wait }) };
+  }
+
   /** Forgets every report on an object that is gone from the API. */
   clear(ref: ObjectRef): void {
     const key = refKey(ref);
@@ -206,21 +235,24 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
       const jobKey = `${agentKey(job.agent)} ${job.type}`;
       if (message === undefined) byJob.delete(jobKey);
       else {
+        const attempts = (byJob.get(jobKey)?.attempts ?? 0) + 1;
         byJob.set(jobKey, {
           agent: job.agent,
           type: job.type,
           uid: job.object.metadata.uid ?? '',
           generation: job.object.metadata.generation ?? 0,
           message,
+          attempts,
+          retryAt: Date.now() + retryDelayMs(attempts),
         });
       }
       if (byJob.size > 0) book.set(key, byJob);
       else book.delete(key);
     };
-    const settle = (failed: boolean) => {
+    const settle = () => {
       jobs.delete(job);
       if (jobs.size === 0 && this.inFlight.get(key) === jobs) this.inFlight.delete(key);
-      this.emitChange(key, failed);
+      this.emitChange(key);
     };
     this.hub
       .dispatch(job.agent, {
@@ -237,22 +269,22 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
               uid: job.object.metadata.uid ?? '',
               observed: parseObserved(result.observedJson),
             });
-            settle(false);
+            settle();
           } else if (permanentCodes.has(result.code)) {
             log.warn({ code: result.code, message: result.message }, 'agent refused the job');
             outcome(this.rejections, result.message);
-            settle(false);
+            settle();
           } else {
             log.warn({ code: result.code, message: result.message }, 'job failed; will retry');
             outcome(this.failures, result.message);
-            settle(true);
+            settle();
           }
         },
         (err: unknown) => {
           const message = isLoamError(err) ? err.message : String(err);
           log.warn({ err: message }, 'job not delivered; will retry');
           outcome(this.failures, message);
-          settle(true);
+          settle();
         },
       );
   }
@@ -265,7 +297,7 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     const byAgent = this.observations.get(key) ?? new Map<string, Observation>();
     byAgent.set(agentKey(observation.agent), observation);
     this.observations.set(key, byAgent);
-    this.emitChange(key, false);
+    this.emitChange(key);
   }
 
   /** The agent no longer runs the object; a report that it deleted it is kept as the answer. */
@@ -274,12 +306,12 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
     if (!byAgent || recordsDeletion(byAgent.get(agentKey(agent)))) return;
     byAgent.delete(agentKey(agent));
     if (byAgent.size === 0) this.observations.delete(key);
-    this.emitChange(key, false);
+    this.emitChange(key);
   }
 
-  private emitChange(key: ObjectKey, failed: boolean): void {
+  private emitChange(key: ObjectKey): void {
     const [kind = '', namespace = '', ...name] = key.split('/');
-    this.emit('change', { kind, namespace, name: name.join('/') }, failed);
+    this.emit('change', { kind, namespace, name: name.join('/') });
   }
 }
 

@@ -7,13 +7,7 @@
  * among them), when its Network or a Network on the same Router changes, when its Secret changes,
  * and when the router reports on the Network or its agent connects.
  */
-import {
-  ApiException,
-  CoreV1Api,
-  type KubeConfig,
-  type KubernetesObject,
-  type V1Secret,
-} from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Secret } from '../../crds/builtin.js';
@@ -23,6 +17,7 @@ import type { AgentState } from '../runtime/agent-state.js';
 import { AssumedObjects } from '../runtime/assumed.js';
 import { type Cache, objectKey } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
+import { isApiStatus } from '../runtime/retry.js';
 import { controllerFieldManager, type EventRecorder, type ObjectWriter } from '../runtime/writes.js';
 import { generateKeyPair } from './client-config.js';
 import { configSecretName, peerLabel, reconcileWireGuardPeer } from './reconcile.js';
@@ -55,10 +50,6 @@ function routerPeers(agents: AgentState, network: Network | undefined): Readonly
 /** crds/ types carry timestamps as strings, client-node's as Dates; its serializer passes strings through. */
 function asV1Secret(secret: Secret): V1Secret {
   return secret as unknown as V1Secret;
-}
-
-function isAlreadyExists(err: unknown): boolean {
-  return err instanceof ApiException && err.code === 409;
 }
 
 export class WireGuardPeerController extends ObjectController<WireGuardPeer> {
@@ -162,7 +153,7 @@ export class WireGuardPeerController extends ObjectController<WireGuardPeer> {
         // Not assumed: the assume cache takes an object missing from the informer for deleted.
         await this.createSecret(result.secret);
       } catch (err) {
-        if (!isAlreadyExists(err)) throw err;
+        if (!isApiStatus(err, 409)) throw err;
         // A Secret of that name the cache does not show (unlabelled): decide again with it.
         logger.info('the Secret exists outside the cache; reading it');
         const existing = (await this.core.readNamespacedSecret({
@@ -227,7 +218,7 @@ export class WireGuardPeerController extends ObjectController<WireGuardPeer> {
       });
     } catch (err) {
       // Already gone is what we wanted.
-      if (!(err instanceof ApiException && err.code === 404)) throw err;
+      if (!isApiStatus(err, 404)) throw err;
     }
   }
 }
