@@ -157,6 +157,8 @@ async function localAgents(options: {
   const roles = typeof options.localAgents === 'string' ? options.localAgents.split(',').filter(Boolean) : [];
   const logger = pino({ level: options.logLevel });
   const agents: LocalAgent[] = [];
+  // With the network agent here too, its bridges are the host's: the libvirt agent joins them.
+  const localRouter = roles.includes('network') && localAgentTools.network.every(onPath);
   for (const role of roles.map(agentRole)) {
     const missing = localAgentTools[role].filter((tool) => !onPath(tool));
     if (missing.length > 0) {
@@ -169,6 +171,10 @@ async function localAgents(options: {
           uri: options.libvirtUri,
           storageDir: options.storageDir ?? agentSettings.storageDir.default,
           logger,
+          network: {
+            settings: { vxlan: defaultRouterSettings('linux').vxlan },
+            sharedWithRouter: localRouter,
+          },
         });
         agents.push({ role, driver, close, metricsAddress: '127.0.0.1:9470' });
       } else {

@@ -3,9 +3,7 @@
  * host (cached kernels and images, qcow2 disks and the cloud-init seed ISO under
  * `<storageDir>/instances/<uid>/`) and domains (DomainJobs), and reports the Loam domains it
  * finds as ObservedInstances, at connect (inventory) and when they change (polling).
- *
- * Not done here yet: user data from a Secret (spec.cloudInit.userDataSecretRef is refused) and
- * host bridges (a Network's bridge must exist; host networking jobs come later).
+ * network.attach and network.detach make and remove the host's bridge of a Network (host-network.ts).
  */
 
 import { execFile } from 'node:child_process';
@@ -17,12 +15,11 @@ import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { InstanceJobObject, ObservedInstance } from '../../controllers/instance/reconcile.js';
+import type { NetworkJobObject } from '../../controllers/network/reconcile.js';
 import { isLoamError, LoamError } from '../../crds/errors.js';
 import { parseQuantity } from '../../crds/quantity.js';
-import type { Network } from '../../crds/v1alpha1/index.js';
 import { type Instance, instanceKind } from '../../crds/v1alpha1/instance.js';
 import { validateObject } from '../../crds/validate.js';
-import { networkId } from '../network/model.js';
 import type {
   AgentJob,
   Driver,
@@ -33,6 +30,7 @@ import type {
 } from '../runtime/driver.js';
 import { ArtifactCache } from './artifacts.js';
 import { type DomainFacts, type DomainInputs, type DomainType, parseDomainXml } from './domain-xml.js';
+import { bridgeName, type HostNetworkSettings, HostNetworks } from './host-network.js';
 import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from './hypervisor.js';
 import { DomainJobs, type ObservedDomain } from './jobs.js';
 import { preflight } from './preflight.js';
@@ -63,6 +61,8 @@ export interface LibvirtDriverOptions {
   eventPollMs?: number;
   /** How long a Halted Instance's guest gets to power off before it is destroyed. */
   shutdownTimeoutMs?: number;
+  /** The host's bridges for network.attach and network.detach; without, those jobs are refused. */
+  networks?: HostNetworks;
 }
 
 const qemuImgTimeoutMs = 60_000;
@@ -81,6 +81,7 @@ export class LibvirtDriver implements Driver {
   private readonly domainType: DomainType;
   private readonly logger: Logger;
   private readonly eventPollMs: number;
+  private readonly networks: HostNetworks | undefined;
   /** Domain name -> Instance, for the domains seen so far: a removed domain can no longer be asked. */
   private readonly refs = new Map<string, ResourceRef>();
   private watcher?: { abort: AbortController; done: Promise<void> };
@@ -93,7 +94,11 @@ export class LibvirtDriver implements Driver {
     this.domainType = options.domainType;
     this.logger = options.logger;
     this.eventPollMs = options.eventPollMs ?? 2_000;
-    this.capabilities = [options.domainType === 'kvm' ? 'kvm' : 'tcg'];
+    this.networks = options.networks;
+    this.capabilities = [
+      options.domainType === 'kvm' ? 'kvm' : 'tcg',
+      ...(this.networks?.capabilities ?? []),
+    ];
   }
 
   async facts(): Promise<Record<string, string>> {
@@ -102,9 +107,10 @@ export class LibvirtDriver implements Driver {
   }
 
   async inventory(): Promise<InventoryItem[]> {
-    return (await this.jobs.inventory())
+    const domains = (await this.jobs.inventory())
       .filter(({ status }) => !startingUp(status))
       .map(({ status, facts }) => this.item(status, facts));
+    return [...domains, ...((await this.networks?.inventory()) ?? [])];
   }
 
   async handle(job: AgentJob, signal: AbortSignal): Promise<JobOutcome> {
@@ -113,9 +119,21 @@ export class LibvirtDriver implements Driver {
         return { code: status.OK, observed: await this.apply(jobObject(job), signal) };
       case 'instance.delete':
         return { code: status.OK, observed: await this.delete(jobObject(job)) };
+      case 'network.attach':
+        return { code: status.OK, observed: await this.hostNetworks(job).attach(networkJobObject(job)) };
+      case 'network.detach':
+        return { code: status.OK, observed: await this.hostNetworks(job).detach(networkJobObject(job)) };
       default:
         throw new LoamError('MethodNotAllowed', `the libvirt agent does not run ${job.type} jobs`);
     }
+  }
+
+  private hostNetworks(job: AgentJob): HostNetworks {
+    if (this.networks) return this.networks;
+    throw new LoamError(
+      'MethodNotAllowed',
+      `this libvirt agent makes no host bridges, so it does not run ${job.type} jobs`,
+    );
   }
 
   async start(events: DriverEvents): Promise<void> {
@@ -259,12 +277,10 @@ export class LibvirtDriver implements Driver {
       const bridge = bridgeName(namespace, name);
       // The test driver makes no devices, so there is nothing to check against.
       if (!this.hypervisor.uri.startsWith('test:') && !(await exists(`/sys/class/net/${bridge}/bridge`))) {
-        // Invalid (INVALID_ARGUMENT): final for this generation, as the controller treats
-        // FAILED_PRECONDITION too, for which crds/errors.ts has no code.
+        // network.attach makes it, sent at the same time as this job: retried until it is there.
         throw new LoamError(
-          'Invalid',
-          `spec.networks[${index}]: Network ${namespace}/${name} has no bridge ${bridge} on this host; ` +
-            'this agent does not create host bridges yet',
+          'Unavailable',
+          `spec.networks[${index}]: Network ${namespace}/${name} has no bridge ${bridge} on this host yet (network.attach makes it)`,
         );
       }
       nics.push({ network: name, bridge, mac });
@@ -391,13 +407,17 @@ export class LibvirtDriver implements Driver {
  * The bridge of a Network, named as the network agent names its bridge (agents/network/model.ts,
  * networkNames): a host that is also the router shares it. networkId reads only the metadata.
  */
-export function bridgeName(namespace: string, name: string): string {
-  return `loam_${networkId({ metadata: { namespace, name } } as Network)}_br`;
-}
 
 /** The controller sends InstanceJobObjects; apply validates what it uses, delete needs only the uid. */
 function jobObject(job: AgentJob): InstanceJobObject {
   return job.object as unknown as InstanceJobObject;
+}
+
+/** The controller sends NetworkJobObjects; the host needs their name, uid and segment. */
+function networkJobObject(job: AgentJob): NetworkJobObject {
+  const object = job.object as unknown as NetworkJobObject;
+  checkedUid(object);
+  return object;
 }
 
 function checkedUid(object: { metadata: { uid?: string } }): string {
@@ -518,8 +538,10 @@ export async function openLibvirtDriver(options: {
   uri: string;
   storageDir: string;
   logger: Logger;
+  /** Where the host's Network segments go; sharedWithRouter when the local router makes the bridges. */
+  network?: { settings: HostNetworkSettings; sharedWithRouter?: boolean };
 }): Promise<{ driver: LibvirtDriver; close: () => Promise<void> }> {
-  const { uri, storageDir, logger } = options;
+  const { uri, storageDir, logger, network } = options;
   const testDriver = uri.startsWith('test:');
   const hypervisor = new Virsh({ uri, session: testDriver });
   let domainType: DomainType = 'qemu';
@@ -531,6 +553,14 @@ export async function openLibvirtDriver(options: {
     }
   }
   const artifacts = new ArtifactCache({ dir: join(storageDir, 'cache'), logger });
-  const driver = new LibvirtDriver({ hypervisor, storageDir, artifacts, domainType, logger });
+  const networks = network && new HostNetworks({ ...network, logger });
+  const driver = new LibvirtDriver({
+    hypervisor,
+    storageDir,
+    artifacts,
+    domainType,
+    logger,
+    ...(networks ? { networks } : {}),
+  });
   return { driver, close: () => hypervisor.close() };
 }

@@ -33,6 +33,8 @@ export interface LinuxLink {
   routes: string[];
   /** VXLAN endpoints that broadcast and unknown traffic is copied to. */
   flood: string[];
+  /** The link's alias (ifalias), where it records whose it is. */
+  alias?: string;
 }
 
 export interface PlanFile {
@@ -108,22 +110,25 @@ export function planCommands(plan: LinuxPlan): string[][] {
   return commands;
 }
 
-function networkLinks(network: NetworkModel, settings: RouterSettings): LinuxLink[] {
-  const { names, segment, wireguard } = network;
-  const link = (
-    name: string,
-    kind: LinuxLink['kind'],
-    args: string[],
-    more: Partial<LinuxLink> = {},
-  ): LinuxLink => ({
-    name,
-    kind,
-    args,
-    addresses: [],
-    routes: [],
-    flood: [],
-    ...more,
-  });
+function link(
+  name: string,
+  kind: LinuxLink['kind'],
+  args: string[],
+  more: Partial<LinuxLink> = {},
+): LinuxLink {
+  return { name, kind, args, addresses: [], routes: [], flood: [], ...more };
+}
+
+/**
+ * A Network's bridge and its segment device as a bridge port: a VXLAN device flooding to each of
+ * `remotes` through an all-zero FDB entry (or to a multicast group), or a VLAN sub-interface of
+ * the trunk. The router puts the gateway on the bridge; a hypervisor only its Instances' taps.
+ */
+export function segmentLinks(
+  names: Pick<NetworkModel['names'], 'bridge' | 'segment'>,
+  segment: NetworkModel['segment'],
+  settings: Pick<RouterSettings, 'trunk' | 'vxlan'>,
+): [bridge: LinuxLink, segment: LinuxLink] {
   const { port, local, uplink, group, remotes } = settings.vxlan;
   const segmentLink =
     segment.type === 'vxlan'
@@ -151,10 +156,14 @@ function networkLinks(network: NetworkModel, settings: RouterSettings): LinuxLin
             master: names.bridge,
           },
         );
+  return [link(names.bridge, 'bridge', ['type', 'bridge']), segmentLink];
+}
+
+function networkLinks(network: NetworkModel, settings: RouterSettings): LinuxLink[] {
+  const { names, segment, wireguard } = network;
+  const [bridge, segmentLink] = segmentLinks(names, segment, settings);
   return [
-    link(names.bridge, 'bridge', ['type', 'bridge'], {
-      addresses: [`${network.gateway}/${prefixLength(network.cidr)}`],
-    }),
+    { ...bridge, addresses: [`${network.gateway}/${prefixLength(network.cidr)}`] },
     segmentLink,
     ...(wireguard
       ? [

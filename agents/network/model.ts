@@ -244,7 +244,7 @@ export function networkId(network: Network): string {
   return id;
 }
 
-function networkNames(id: string, segment: Segment): NetworkNames {
+export function networkNames(id: string, segment: Segment): NetworkNames {
   const base = `loam_${id}`;
   return {
     interface: base,

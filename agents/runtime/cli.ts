@@ -55,19 +55,26 @@ export function registerAgentCommands(program: Command, version: string): void {
   }
 }
 
-function networkDriver(config: AgentConfig, logger: Logger): Driver {
-  const driver = config.driver ?? 'linux';
-  const defaults = defaultRouterSettings(driver);
-  const settings: RouterSettings = {
-    wan: config.wan ?? defaults.wan,
+/** Where a router's or a hypervisor's Network segments go: --trunk and the --vxlan-* settings. */
+function segmentSettings(config: AgentConfig): Pick<RouterSettings, 'trunk' | 'vxlan'> {
+  return {
     ...(config.trunk ? { trunk: config.trunk } : {}),
     vxlan: {
-      port: config.vxlanPort ?? defaults.vxlan.port,
+      port: config.vxlanPort ?? agentSettings.vxlanPort.default,
       ...(config.vxlanLocal ? { local: config.vxlanLocal } : {}),
       ...(config.vxlanUplink ? { uplink: config.vxlanUplink } : {}),
       ...(config.vxlanGroup ? { group: config.vxlanGroup } : {}),
       remotes: config.vxlanRemotes ?? [],
     },
+  };
+}
+
+function networkDriver(config: AgentConfig, logger: Logger): Driver {
+  const driver = config.driver ?? 'linux';
+  const defaults = defaultRouterSettings(driver);
+  const settings: RouterSettings = {
+    wan: config.wan ?? defaults.wan,
+    ...segmentSettings(config),
     stateDir: config.stateDir ?? defaults.stateDir,
   };
   const wireguardEndpoint = config.wireguardEndpoint ? { wireguardEndpoint: config.wireguardEndpoint } : {};
@@ -105,6 +112,7 @@ async function runAgent(
           uri: config.libvirtUri ?? agentSettings.libvirtUri.default,
           storageDir: config.storageDir ?? agentSettings.storageDir.default,
           logger,
+          network: { settings: segmentSettings(config) },
         })
       : { driver: networkDriver(config, logger), close: async () => {} };
   const agent = new Agent({ config, driver, logger, version });

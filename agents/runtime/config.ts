@@ -93,24 +93,29 @@ export const agentSettings = {
   trunk: {
     value: 'device',
     help: 'the parent device of VLAN segments (vlan Networks only)',
-    roles: ['network'],
+    roles: ['network', 'libvirt'],
   },
-  vxlanPort: { value: 'port', help: 'UDP port of VXLAN segments', default: 4789, roles: ['network'] },
+  vxlanPort: {
+    value: 'port',
+    help: 'UDP port of VXLAN segments',
+    default: 4789,
+    roles: ['network', 'libvirt'],
+  },
   vxlanLocal: {
     value: 'address',
     help: 'source address of VXLAN segments (default: the kernel chooses)',
-    roles: ['network'],
+    roles: ['network', 'libvirt'],
   },
-  vxlanUplink: { value: 'device', help: 'underlay device of VXLAN segments', roles: ['network'] },
+  vxlanUplink: { value: 'device', help: 'underlay device of VXLAN segments', roles: ['network', 'libvirt'] },
   vxlanGroup: {
     value: 'address',
     help: 'multicast group VXLAN segments flood through, instead of copies to --vxlan-remotes',
-    roles: ['network'],
+    roles: ['network', 'libvirt'],
   },
   vxlanRemotes: {
     value: 'addresses',
-    help: 'comma-separated VXLAN endpoints of the hypervisors that broadcasts are copied to',
-    roles: ['network'],
+    help: "comma-separated VXLAN endpoints broadcasts are copied to: a router's hypervisors; a hypervisor's router and other hypervisors",
+    roles: ['network', 'libvirt'],
   },
   wireguardEndpoint: {
     value: 'host',

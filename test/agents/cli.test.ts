@@ -126,7 +126,7 @@ describe('loam agent', () => {
     });
     const session = hub.sessions[0];
     assert.equal(session?.peer.subject.O, 'libvirt');
-    assert.deepEqual(session?.hello.capabilities, ['tcg']);
+    assert.deepEqual(session?.hello.capabilities, ['tcg', 'vxlan']);
     assert.equal(session?.hello.facts.domainType, 'qemu');
     assert.match(session?.hello.facts.libvirtVersion ?? '', /^libvirt /);
     // The test driver's own domain carries no Loam metadata.
@@ -210,12 +210,16 @@ describe('loam agent', () => {
       '--log-level',
       '--libvirt-uri',
       '--storage-dir',
+      // The host's Network segments.
+      '--trunk',
+      '--vxlan-local',
+      '--vxlan-remotes',
     ]) {
       assert.match(res.stdout, new RegExp(flag));
     }
     assert.match(res.stdout, /LOAM_AGENT_CA_PIN/);
     assert.match(res.stdout, /LOAM_AGENT_LIBVIRT_URI/);
-    assert.doesNotMatch(res.stdout, /--state-dir|--vxlan-remotes|--wireguard-endpoint/);
+    assert.doesNotMatch(res.stdout, /--state-dir|--wan|--wireguard-endpoint/);
     const network = spawnSync(loam, ['agent', 'network', '--help'], { encoding: 'utf8', timeout: 15_000 });
     assert.doesNotMatch(network.stdout, /--libvirt-uri|--storage-dir/);
     for (const flag of [

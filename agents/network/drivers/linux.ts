@@ -19,7 +19,6 @@
  * never leaves the machine; only its public key is reported.
  */
 
-import { type ExecFileException, execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -29,7 +28,9 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { NetworkJobObject, ObservedNetwork } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
 import type { Network } from '../../../crds/v1alpha1/index.js';
+import { CommandFailed, runCommand } from '../../runtime/command.js';
 import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome } from '../../runtime/driver.js';
+import { type IpLink, Links } from '../links.js';
 import { type LinuxLink, type LinuxPlan, planLinux } from '../linux-plan.js';
 import { type NetworkModel, networkId, type RouterModel, type RouterSettings } from '../model.js';
 import { countActiveLeases, parseWireguardDump, type WireguardPeerStats } from '../wireguard-stats.js';
@@ -55,23 +56,6 @@ export interface LinuxRouterDriverOptions {
   logger?: Logger;
 }
 
-/** A command that failed, named with its arguments and what it printed. */
-class CommandFailed extends Error {
-  constructor(argv: readonly string[], detail: string) {
-    super(`${argv.join(' ')}: ${detail}`);
-    this.name = 'CommandFailed';
-  }
-}
-
-/** What `ip -j -d link show` says of a link. */
-interface IpLink {
-  ifname: string;
-  flags: string[];
-  master?: string;
-  link?: string;
-  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
-}
-
 /** How a network.apply or network.delete job ended: refused is INVALID_ARGUMENT, failed any other error. */
 type ApplyResult = 'ok' | 'refused' | 'failed';
 
@@ -81,7 +65,6 @@ interface PeerRow {
   stats: WireguardPeerStats;
 }
 
-const floodMac = '00:00:00:00:00:00';
 const ownedLink = /^loam_([a-z2-7]{6})_/;
 
 export class LinuxRouterDriver implements Driver {
@@ -90,6 +73,7 @@ export class LinuxRouterDriver implements Driver {
   private readonly wrap: (argv: string[]) => string[];
   private readonly timeoutMs: number;
   private readonly store: ServedStore;
+  private readonly links = new Links((argv) => this.run(argv));
   /** The stored Networks once loaded, by namespace/name; read as they are by the metrics. */
   private networks: ServedMap = new Map();
   private readonly queue = new JobQueue();
@@ -398,7 +382,7 @@ export class LinuxRouterDriver implements Driver {
     await mkdir(this.settings.stateDir, { recursive: true, mode: 0o700 });
 
     for (const id of gone) await this.stopDnsmasq(join(this.settings.stateDir, `dnsmasq-${id}.pid`));
-    const links = await this.links();
+    const links = await this.links.list();
     const wanted = new Set(plan.links.map((link) => link.name));
     for (const name of links.keys()) {
       const id = ownedLink.exec(name)?.[1];
@@ -427,31 +411,21 @@ export class LinuxRouterDriver implements Driver {
     await this.removeFiles(gone);
   }
 
-  /** Creates or repairs one link; true when it had to be created. */
-  private async ensureLink(
+  /** Creates or repairs one link, with its WireGuard peers; true when it had to be created. */
+  private ensureLink(
     link: LinuxLink,
     found: IpLink | undefined,
     plan: LinuxPlan,
     model: RouterModel,
   ): Promise<boolean> {
-    let current = found;
-    if (current && !sameLink(link, current)) {
-      await this.run(['ip', 'link', 'delete', link.name]);
-      current = undefined;
-    }
-    if (!current) await this.addLink(link);
-    const fresh = current === undefined;
-    if (link.master && current?.master !== link.master) {
-      await this.run(['ip', 'link', 'set', link.name, 'master', link.master]);
-    }
-    if (link.kind === 'vxlan') await this.syncFlood(link, fresh);
-    const wireguard = plan.wireguard.find((w) => w.device === link.name);
-    const server = model.networks.find((n) => n.names.wireguard === link.name)?.wireguard;
-    if (wireguard && server) await this.syncWireguard(wireguard, server);
-    await this.syncAddresses(link, fresh);
-    if (!current?.flags.includes('UP')) await this.run(['ip', 'link', 'set', link.name, 'up']);
-    await this.syncRoutes(link, fresh);
-    return fresh;
+    return this.links.ensure(link, found, {
+      add: (wanted) => this.addLink(wanted),
+      configure: async () => {
+        const wireguard = plan.wireguard.find((w) => w.device === link.name);
+        const server = model.networks.find((n) => n.names.wireguard === link.name)?.wireguard;
+        if (wireguard && server) await this.syncWireguard(wireguard, server);
+      },
+    });
   }
 
   private async addLink(link: LinuxLink): Promise<void> {
@@ -473,22 +447,6 @@ export class LinuxRouterDriver implements Driver {
     // ends when the link is deleted. Without LOG_LEVEL it detaches from our stdout and stderr.
     const { LOG_LEVEL: _, ...env } = process.env;
     await this.run(['wireguard-go', link.name], { env });
-  }
-
-  private async syncFlood(link: LinuxLink, fresh: boolean): Promise<void> {
-    const entries = fresh
-      ? []
-      : (JSON.parse(await this.run(['bridge', '-j', 'fdb', 'show', 'dev', link.name])) as {
-          mac: string;
-          dst?: string;
-        }[]);
-    const current = entries.flatMap((e) => (e.mac === floodMac && e.dst ? [e.dst] : []));
-    for (const remote of link.flood.filter((r) => !current.includes(r))) {
-      await this.run(['bridge', 'fdb', 'append', floodMac, 'dev', link.name, 'dst', remote]);
-    }
-    for (const remote of current.filter((r) => !link.flood.includes(r))) {
-      await this.run(['bridge', 'fdb', 'delete', floodMac, 'dev', link.name, 'dst', remote]);
-    }
   }
 
   /**
@@ -524,42 +482,6 @@ export class LinuxRouterDriver implements Driver {
       await this.run(['wg', 'syncconf', device, keyed]);
     } finally {
       await rm(keyed, { force: true });
-    }
-  }
-
-  private async syncAddresses(link: LinuxLink, fresh: boolean): Promise<void> {
-    const shown = fresh
-      ? []
-      : (JSON.parse(await this.run(['ip', '-j', 'address', 'show', 'dev', link.name])) as {
-          addr_info?: { family: string; local: string; prefixlen: number }[];
-        }[]);
-    const current = shown.flatMap((l) =>
-      (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
-    );
-    for (const address of link.addresses.filter((a) => !current.includes(a))) {
-      await this.run(['ip', 'address', 'replace', address, 'dev', link.name]);
-    }
-    for (const address of current.filter((a) => !link.addresses.includes(a))) {
-      await this.run(['ip', 'address', 'delete', address, 'dev', link.name]);
-    }
-  }
-
-  private async syncRoutes(link: LinuxLink, fresh: boolean): Promise<void> {
-    const shown = fresh
-      ? []
-      : (JSON.parse(await this.run(['ip', '-j', 'route', 'show', 'dev', link.name])) as {
-          dst: string;
-          protocol?: string;
-        }[]);
-    // The kernel's own routes (the prefix of each address) are not Loam's to manage.
-    const current = shown
-      .filter((r) => r.protocol !== 'kernel')
-      .map((r) => (r.dst.includes('/') ? r.dst : `${r.dst}/32`));
-    for (const route of link.routes.filter((r) => !current.includes(r))) {
-      await this.run(['ip', 'route', 'replace', route, 'dev', link.name]);
-    }
-    for (const route of current.filter((r) => !link.routes.includes(r))) {
-      await this.run(['ip', 'route', 'delete', route, 'dev', link.name]);
     }
   }
 
@@ -602,11 +524,6 @@ export class LinuxRouterDriver implements Driver {
     await Promise.all(stale.map((name) => rm(join(this.settings.stateDir, name), { force: true })));
   }
 
-  private async links(): Promise<Map<string, IpLink>> {
-    const shown = JSON.parse(await this.run(['ip', '-j', '-d', 'link', 'show'])) as IpLink[];
-    return new Map(shown.map((link) => [link.ifname, link]));
-  }
-
   // --- state ------------------------------------------------------------------------------------
 
   private async load(): Promise<ServedMap> {
@@ -632,51 +549,8 @@ export class LinuxRouterDriver implements Driver {
   // --- commands ---------------------------------------------------------------------------------
 
   private run(argv: string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<string> {
-    const [file = '', ...args] = this.wrap(argv);
-    return new Promise((resolve, reject) => {
-      execFile(
-        file,
-        args,
-        {
-          encoding: 'utf8',
-          timeout: this.timeoutMs,
-          maxBuffer: 16 << 20,
-          ...(options.env ? { env: options.env } : {}),
-        },
-        (err: ExecFileException | null, stdout: string, stderr: string) => {
-          if (!err) return resolve(stdout);
-          // Never stdout: `wg show … dump` prints the interface's private key there.
-          const detail = err.killed
-            ? `did not finish within ${this.timeoutMs} ms`
-            : stderr.trim() || err.message;
-          reject(new CommandFailed(argv, detail));
-        },
-      );
-    });
+    return runCommand(this.wrap(argv), { timeoutMs: this.timeoutMs, shownAs: argv, ...options });
   }
-}
-
-/** Whether `current` is what `link` asks for; a link that is not is made anew. */
-function sameLink(link: LinuxLink, current: IpLink): boolean {
-  const kind = current.linkinfo?.info_kind;
-  if (link.kind === 'wireguard') return kind === 'wireguard' || kind === 'tun';
-  if (kind !== link.kind) return false;
-  const args = new Map<string, string>();
-  for (let i = 0; i + 1 < link.args.length; i += 2) args.set(link.args[i] ?? '', link.args[i + 1] ?? '');
-  const data = current.linkinfo?.info_data ?? {};
-  const same = (field: string, arg: string) =>
-    (data[field] === undefined ? undefined : String(data[field])) === args.get(arg);
-  if (link.kind === 'vxlan') {
-    return (
-      same('id', 'id') &&
-      same('port', 'dstport') &&
-      same('local', 'local') &&
-      same('link', 'dev') &&
-      same('group', 'group')
-    );
-  }
-  if (link.kind === 'vlan') return same('id', 'id') && current.link === args.get('link');
-  return true;
 }
 
 /** WireGuard's allowed IPs in a comparable form: sorted, "(none)" empty. */
@@ -719,5 +593,5 @@ async function stopProcess(pid: number): Promise<void> {
     if (!(await alive(pid))) return;
     await delay(20);
   }
-  throw new CommandFailed(['kill', String(pid)], 'still running 5 s after SIGTERM');
+  throw new CommandFailed(['kill', String(pid)], 'timeout', '', 'still running 5 s after SIGTERM');
 }

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseDomainXml } from '../../../agents/libvirt/domain-xml.js';
-import { type ArtifactFetcher, bridgeName, LibvirtDriver } from '../../../agents/libvirt/driver.js';
+import { type ArtifactFetcher, LibvirtDriver } from '../../../agents/libvirt/driver.js';
+import { bridgeName } from '../../../agents/libvirt/host-network.js';
 import type { Virsh } from '../../../agents/libvirt/virsh.js';
 import type {
   AgentJob,
