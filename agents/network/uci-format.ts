@@ -284,6 +284,11 @@ export function formatBatch(commands: readonly UciCommand[]): string {
   return commands.map((command) => `${batchLine(command)}\n`).join('');
 }
 
+/** The words of each command of a `uci batch` script, quotes and escapes resolved. Throws UciSyntaxError. */
+export function batchWords(text: string): string[][] {
+  return tokenize(text).map((command) => command.words);
+}
+
 const batchVerbs = ['set', 'add_list', 'delete'] as const;
 
 /** The set, add_list and delete commands of a `uci batch` script. Throws UciSyntaxError. */

@@ -52,13 +52,19 @@ function unsigned(field = ''): number | undefined {
 }
 
 /**
- * How many DHCPv4 leases of a dnsmasq lease file are active at `now` (Unix seconds). A lease line
- * is "EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID", EXPIRY 0 for a lease that never expires.
+ * The addresses of the DHCPv4 leases of a dnsmasq lease file that are active at `now` (Unix
+ * seconds). A lease line is "EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID", EXPIRY 0 for a lease that
+ * never expires; DHCPv6 lines carry an IAID instead of a MAC and are skipped.
  */
+export function activeLeaseAddresses(content: string, now: number): string[] {
+  return content.split('\n').flatMap((line) => {
+    const [expiry = '', mac = '', address = ''] = line.trim().split(/\s+/);
+    if (!/^\d+$/.test(expiry) || !/^[0-9a-f]{2}(:[0-9a-f]{2})+$/i.test(mac)) return [];
+    return expiry === '0' || Number(expiry) > now ? [address] : [];
+  });
+}
+
+/** How many DHCPv4 leases of a dnsmasq lease file are active at `now` (Unix seconds). */
 export function countActiveLeases(content: string, now: number): number {
-  return content.split('\n').filter((line) => {
-    const [expiry = '', mac = ''] = line.trim().split(/\s+/);
-    if (!/^\d+$/.test(expiry) || !/^[0-9a-f]{2}(:[0-9a-f]{2})+$/i.test(mac)) return false;
-    return expiry === '0' || Number(expiry) > now;
-  }).length;
+  return activeLeaseAddresses(content, now).length;
 }

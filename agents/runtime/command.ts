@@ -13,6 +13,8 @@ export interface CommandOptions {
   env?: NodeJS.ProcessEnv;
   /** The command as errors name it, when argv wraps it (`ip netns exec NS …`). */
   shownAs?: readonly string[];
+  /** Written to its stdin, which is then closed (`uci batch`). */
+  input?: string;
 }
 
 /** missing: not on PATH; timeout: killed after timeoutMs; aborted: the signal fired; exited: non-zero exit. */
@@ -36,7 +38,7 @@ export function runCommand(argv: readonly string[], options: CommandOptions): Pr
   const [file = '', ...args] = argv;
   const { timeoutMs, signal, shownAs = argv } = options;
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       {
@@ -58,5 +60,10 @@ export function runCommand(argv: readonly string[], options: CommandOptions): Pr
         } else reject(new CommandFailed(shownAs, 'exited', text, text || err.message));
       },
     );
+    if (options.input !== undefined) {
+      // A command that exits without reading it all fails the write: its exit status says why.
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(options.input);
+    }
   });
 }

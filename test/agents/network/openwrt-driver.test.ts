@@ -1,7 +1,8 @@
 /**
  * The openwrt driver against a test double of rpcd's ubus JSON-RPC (rpcd-double.ts) on loopback,
  * pre-seeded with stock OpenWrt configs: only loam_ sections change, changes are applied with
- * rollback and confirmed, and a change whose confirm never arrives is undone by the router.
+ * rollback and confirmed, a change whose confirm never arrives is undone by the router, and the
+ * metrics read the router's WireGuard peers and DHCP leases through LuCI's rpcd backends.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -10,13 +11,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { OpenWrtRouterDriver, RpcdTransport } from '../../../agents/network/drivers/openwrt.js';
+import { OpenWrtRouterDriver } from '../../../agents/network/drivers/openwrt.js';
+import { RpcdTransport } from '../../../agents/network/drivers/rpcd-transport.js';
 import { networkId, type RouterSettings } from '../../../agents/network/model.js';
 import { ownedByLoam } from '../../../agents/network/uci.js';
 import { parseUci, type UciSection } from '../../../agents/network/uci-format.js';
 import type { AgentJob, JobOutcome } from '../../../agents/runtime/driver.js';
+import { agentMetrics } from '../../../agents/runtime/metrics.js';
 import type { ObservedNetwork, RouterPeer } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
+import { sample } from './exposition.js';
 import { stockConfig } from './fixtures.js';
 import { latestGeneration, networkApplyJob, networkDeleteJob } from './jobs.js';
 import { nullSession, RpcdDouble } from './rpcd-double.js';
@@ -80,6 +84,9 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
   let double: RpcdDouble;
   let url: string;
   let driver: OpenWrtRouterDriver;
+  /** The first driver's metrics, in a registry as the agent's, and the codes of the jobs it answered. */
+  const { registry } = agentMetrics();
+  const codes: status[] = [];
 
   function makeDriver(options: { rollbackTimeoutS?: number; password?: string } = {}): OpenWrtRouterDriver {
     let file = passwordFile;
@@ -99,6 +106,7 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
   async function handle(job: AgentJob, on = driver): Promise<JobOutcome> {
     const outcome = await on.handle(job, AbortSignal.timeout(20_000));
     observed.push(outcome.observed);
+    if (on === driver) codes.push(outcome.code);
     return outcome;
   }
 
@@ -107,6 +115,7 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
     double = new RpcdDouble({ users: { root: 'secret' }, files: stock });
     url = await double.start();
     driver = makeDriver();
+    driver.registerMetrics(registry);
     await driver.start({ inventoryChanged: () => {}, lifecycle: () => {} });
   });
 
@@ -147,6 +156,7 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
       configHash: `hash-${latestGeneration()}`,
       wireguard: { publicKey: publicKeyOf(privateKey as string), endpoint: 'vpn.example.com:51820' },
       peers: ['laptop'],
+      leases: ['52:54:00:00:00:01=10.10.0.10'],
     } satisfies ObservedNetwork);
     // LuCI's flow: staged, applied with rollback, confirmed; never committed.
     const methods = double.writes().map((call) => call.method);
@@ -199,6 +209,12 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
     );
     assert.doesNotMatch(outcome.message ?? '', /hunter2/);
     assert.deepEqual(double.files, files);
+    const [condition] = await makeDriver({ password: 'hunter2' }).conditions();
+    assert.deepEqual(
+      [condition?.type, condition?.status, condition?.reason, condition?.required],
+      ['UciReachable', 'False', 'RpcdLoginRefused', true],
+    );
+    assert.match(condition?.message ?? '', /refused the login of root/);
   });
 
   it('is rolled back by the router when the agent loses it before the confirm, answering UNAVAILABLE', async () => {
@@ -244,11 +260,97 @@ describe('openwrt network driver (against a test double of rpcd)', function () {
       [['Network', tenant, 'web']],
     );
     assert.deepEqual((inventory[0]?.observed as ObservedNetwork | undefined)?.peers, ['laptop']);
+    assert.deepEqual(await restarted.conditions(), [
+      {
+        type: 'UciReachable',
+        required: true,
+        status: 'True',
+        reason: 'UciAnswers',
+        message: `rpcd at ${url} reads the router's network, dhcp and firewall configs`,
+      },
+    ]);
     assert.deepEqual(await restarted.facts(), {
       driver: 'openwrt',
       openwrtVersion: '23.05.5',
       model: 'Loam test double',
     });
+  });
+
+  it('exports the metrics of the linux driver, reading WireGuard peers and DHCP leases through rpcd', async () => {
+    const id = idOf('web');
+    const now = Math.floor(Date.now() / 1000);
+    const stranger = generateKeyPair();
+    double.wireguardDump = [
+      [`loam_${id}_wg`, '(private key)', 'ServerPublicKey=', '51820', 'off'],
+      [
+        `loam_${id}_wg`,
+        laptop.publicKey,
+        '(none)',
+        '198.51.100.2:40000',
+        '10.90.0.2/32',
+        '1767225600',
+        '2468',
+        '1357',
+        'off',
+      ],
+      // A peer the router has that Loam did not configure, and the user's own interface.
+      [`loam_${id}_wg`, stranger.publicKey, '(none)', '(none)', '10.90.0.9/32', '0', '0', '0', 'off'],
+      ['vpn', '(private key)', 'UserPublicKey=', '51821', 'off'],
+      ['vpn', laptop.publicKey, '(none)', '(none)', '10.200.0.2/32', '1767225000', '1', '2', 'off'],
+    ]
+      .map((fields) => fields.join('\t'))
+      .join('\n');
+    double.dhcpLeases = [
+      `${now + 3600} 52:54:00:00:00:01 10.10.0.10 vm1 01:52:54:00:00:00:01`,
+      `${now - 10} 52:54:00:00:00:02 10.10.0.11 * *`,
+      '0 52:54:00:00:00:03 10.10.0.12 * *',
+      `${now + 3600} 00:11:22:33:44:55 192.168.1.20 printer *`,
+      `${now + 3600} 1234 2001:db8::10 vm1 00:01:00:01`,
+    ].join('\n');
+
+    const exposition = await registry.metrics();
+    const web = { namespace: tenant, network: 'web' };
+    const peer = { ...web, peer: 'laptop' };
+    assert.equal(sample(exposition, 'loam_network_applied_generation', web), latestGeneration(), exposition);
+    assert.equal(
+      sample(exposition, 'loam_network_applied_generation', { namespace: tenant, network: 'db' }),
+      undefined,
+    );
+    assert.equal(sample(exposition, 'loam_network_dhcp_static_leases', web), 1);
+    // 10.10.0.10 and the lease that never expires; not the expired one, nor the LAN's printer.
+    assert.equal(sample(exposition, 'loam_network_dhcp_leases', web), 2);
+    assert.equal(sample(exposition, 'loam_wireguard_peer_latest_handshake_seconds', peer), 1767225600);
+    assert.equal(sample(exposition, 'loam_wireguard_peer_receive_bytes_total', peer), 2468);
+    assert.equal(sample(exposition, 'loam_wireguard_peer_transmit_bytes_total', peer), 1357);
+    assert.doesNotMatch(exposition, /^loam_wireguard_peer_\w+\{[^}]*peer="(?!laptop)/m, 'only Loam’s peers');
+    const results = { ok: 0, refused: 0, failed: 0 };
+    for (const code of codes) {
+      results[code === status.OK ? 'ok' : code === status.INVALID_ARGUMENT ? 'refused' : 'failed'] += 1;
+    }
+    assert.ok(results.ok > 0);
+    for (const [result, total] of Object.entries(results)) {
+      assert.equal(sample(exposition, 'loam_router_apply_total', { result }), total, result);
+    }
+    const calls = double.calls.filter((call) => call.object !== 'uci' && call.object !== 'session');
+    assert.deepEqual(
+      calls
+        .slice(-2)
+        .map((call) => `${call.object} ${call.method}`)
+        .sort(),
+      ['luci-rpc getDHCPLeases', 'luci.wireguard getWgInstances'],
+      'one read of each per scrape',
+    );
+
+    // Without the router, a scrape still answers, without the router's numbers.
+    double.unreachable = true;
+    try {
+      const without = await registry.metrics();
+      assert.equal(sample(without, 'loam_network_applied_generation', web), latestGeneration());
+      assert.equal(sample(without, 'loam_network_dhcp_leases', web), undefined);
+      assert.equal(sample(without, 'loam_wireguard_peer_latest_handshake_seconds', peer), undefined);
+    } finally {
+      double.unreachable = false;
+    }
   });
 
   it('never logs, reports or stores the router’s private key', () => {
@@ -323,5 +425,60 @@ describe('rpcd test double', () => {
     assert.deepEqual(await rpc(url, session, 'uci', 'commit', { config: 'network' }), [0]);
     assert.ok(double.sections('network').some((s) => s.name === 'x'));
     assert.deepEqual(await rpc(url, session, 'uci', 'apply', { rollback: true, timeout: 60 }), [5]);
+  });
+
+  it('answers luci-rpc getDHCPLeases and luci.wireguard getWgInstances as LuCI’s backends do', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    double.dhcpLeases = [
+      `${now + 100} 52:54:00:aa:bb:cc 10.10.0.10 vm1 01:52:54:00:aa:bb:cc`,
+      `${now - 100} 52:54:00:aa:bb:cd 10.10.0.11 * *`,
+      '0 52:54:00:aa:bb:ce 10.10.0.12 * *',
+    ].join('\n');
+    const [code, data] = (await rpc(url, session, 'luci-rpc', 'getDHCPLeases', { family: 4 })) as [
+      number,
+      { dhcp_leases: { expires: number | boolean }[] },
+    ];
+    assert.equal(code, 0);
+    const [first, ...rest] = data.dhcp_leases;
+    assert.ok(typeof first?.expires === 'number' && first.expires > 90 && first.expires <= 100);
+    assert.deepEqual(first, {
+      expires: first?.expires,
+      hostname: 'vm1',
+      macaddr: '52:54:00:AA:BB:CC',
+      duid: '01:52:54:00:aa:bb:cc',
+      ipaddr: '10.10.0.10',
+    });
+    assert.deepEqual(rest, [
+      { expires: 0, macaddr: '52:54:00:AA:BB:CD', ipaddr: '10.10.0.11' },
+      { expires: false, macaddr: '52:54:00:AA:BB:CE', ipaddr: '10.10.0.12' },
+    ]);
+    assert.deepEqual(await rpc(url, session, 'luci-rpc', 'getDHCPLeases', { family: 5 }), [2]);
+
+    double.wireguardDump = [
+      'wg0\tPRIV=\tPUB=\t51820\toff',
+      'wg0\tPEER=\t(none)\t(none)\t10.0.0.2/32\t0\t0\t0\toff',
+    ].join('\n');
+    assert.deepEqual(await rpc(url, session, 'luci.wireguard', 'getWgInstances', {}), [
+      0,
+      {
+        wg0: {
+          name: 'wg0',
+          public_key: 'PUB=',
+          listen_port: '51820',
+          fwmark: 'off',
+          peers: [
+            {
+              public_key: 'PEER=',
+              endpoint: '(none)',
+              allowed_ips: [],
+              latest_handshake: '0',
+              transfer_rx: '0',
+              transfer_tx: '0',
+              persistent_keepalive: 'off',
+            },
+          ],
+        },
+      },
+    ]);
   });
 });

@@ -14,6 +14,12 @@
  *   N seconds the files are restored and the changes are the session's pending edits again; `uci
  *   rollback` does that at once. While an apply is pending, `commit` and another rollback apply
  *   answer `[6]`; apply with nothing staged (e.g. after a commit) answers `[5]`.
+ * - `luci.wireguard getWgInstances` answers `wg show all dump` (wireguardDump) as LuCI's ucode
+ *   backend does: per interface its public key, port and fwmark, and its peers with every dump
+ *   field as a string, named after the description of their wireguard_<interface> section.
+ * - `luci-rpc getDHCPLeases {family}` reads dnsmasq's lease file (dhcpLeases) as rpcd-mod-luci
+ *   does: per lease its seconds left in `expires` (0 once expired, false if it never expires), its
+ *   MAC in capitals as `macaddr`, `ipaddr`, and `hostname` and `duid` unless `*`.
  * The files are UCI text, parsed and written with uci-format.ts as libuci would (a commit rewrites
  * the whole file). Sections are addressed by name only: anonymous ones are listed by `uci get`
  * under libuci's generated `cfgXXXXXX` names but cannot be changed through the double.
@@ -84,6 +90,10 @@ export class RpcdDouble extends EventEmitter {
   unreachable = false;
   /** When true, the router is lost right after the next successful `uci apply` answered. */
   loseAfterApply = false;
+  /** What `wg show all dump` prints on the router. */
+  wireguardDump = '';
+  /** The content of dnsmasq's lease file on the router. */
+  dhcpLeases = '';
   private readonly users: Record<string, string>;
   private readonly sessions = new Map<string, Session>();
   private pending: PendingApply | undefined;
@@ -120,7 +130,7 @@ export class RpcdDouble extends EventEmitter {
 
   /** Calls that change something: staging, apply, commit, confirm, rollback. */
   writes(): RecordedCall[] {
-    const reads = ['login', 'get', 'changes', 'board'];
+    const reads = ['login', 'get', 'changes', 'board', 'getWgInstances', 'getDHCPLeases'];
     return this.calls.filter((call) => !reads.includes(call.method));
   }
 
@@ -169,6 +179,8 @@ export class RpcdDouble extends EventEmitter {
     if (object === 'system' && name === 'board') {
       return [0, { hostname: 'OpenWrt', model: 'Loam test double', release: { version: '23.05.5' } }];
     }
+    if (object === 'luci.wireguard' && name === 'getWgInstances') return [0, this.wgInstances()];
+    if (object === 'luci-rpc' && name === 'getDHCPLeases') return this.leases(args);
     if (object !== 'uci') throw new RpcError(-32000, 'Object not found');
     switch (name) {
       case 'get':
@@ -336,6 +348,68 @@ export class RpcdDouble extends EventEmitter {
     if (session) for (const [config, changes] of pending.changes) session.changes.set(config, changes);
     this.emit('rollback', why);
     return [0];
+  }
+
+  private wgInstances(): Record<string, unknown> {
+    const data: Record<string, { peers: Record<string, unknown>[]; [field: string]: unknown }> = {};
+    let last: string | undefined;
+    for (const line of this.wireguardDump.split('\n').filter(Boolean)) {
+      const record = line.split('\t');
+      const device = record[0] ?? '';
+      if (device !== last) {
+        last = device;
+        data[device] = {
+          name: device,
+          public_key: record[2],
+          listen_port: record[3],
+          fwmark: record[4],
+          peers: [],
+        };
+        continue;
+      }
+      const described = this.sections('network').find(
+        (s) => s.type === `wireguard_${device}` && s.options.public_key === record[1],
+      );
+      data[device]?.peers.push({
+        name: described?.options.description,
+        public_key: record[1],
+        endpoint: record[3],
+        allowed_ips: record[3] !== '(none)' && record[4] ? record[4].split(',') : [],
+        latest_handshake: record[5],
+        transfer_rx: record[6],
+        transfer_tx: record[7],
+        persistent_keepalive: record[8],
+      });
+    }
+    return data;
+  }
+
+  private leases(args: Record<string, unknown>): Result {
+    const family = args.family ?? 0;
+    if (family !== 0 && family !== 4 && family !== 6) return [2];
+    const now = Math.floor(Date.now() / 1000);
+    const v4: Record<string, unknown>[] = [];
+    const v6: Record<string, unknown>[] = [];
+    for (const line of this.dhcpLeases.split('\n')) {
+      const [expiry = '', mac = '', address = '', hostname, duid] = line.trim().split(/\s+/);
+      if (!/^\d+$/.test(expiry) || hostname === undefined || duid === undefined) continue;
+      const n = Number(expiry);
+      const lease = {
+        expires: n > now ? n - now : n > 0 ? 0 : false,
+        ...(hostname === '*' ? {} : { hostname }),
+        ...(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) ? { macaddr: mac.toUpperCase() } : {}),
+        ...(duid === '*' ? {} : { duid }),
+      };
+      if (address.includes(':')) v6.push({ ...lease, ip6addr: address, ip6addrs: [address] });
+      else v4.push({ ...lease, ipaddr: address });
+    }
+    return [
+      0,
+      {
+        ...(family !== 6 ? { dhcp_leases: v4 } : {}),
+        ...(family !== 4 ? { dhcp6_leases: v6 } : {}),
+      },
+    ];
   }
 
   /** Writes `configs` as the session sees them, as libuci's commit does, and clears their changes. */
