@@ -1,6 +1,8 @@
 /**
  * Preflight: what the libvirt agent needs on its host, each answer a condition (type, status,
- * reason, message) a person can act on, which the agent reports on its Host.
+ * reason, message) a person can act on, which the agent reports on its Host. All of them run when
+ * the agent starts; `recheck` repeats those whose answer can change while it runs (libvirt
+ * stopped, a tool removed, the storage full), which the agent does with every heartbeat.
  *
  * Whether KVM works is decided by running a guest, not by looking at /dev/kvm or asking libvirt:
  * both can say yes where KVM is unusable. Under some nested hypervisors /dev/kvm opens, QEMU and
@@ -25,13 +27,15 @@ export interface PreflightCondition {
   reason: string;
   /** For people: what is wrong and what to do. */
   message: string;
+  /** The host cannot run instances while this is False (KVMUsable alone is not: TCG works too). */
+  required: boolean;
 }
 
 export interface PreflightResult {
   /** kvm when KVMUsable is True, qemu (TCG) otherwise. */
   domainType: DomainType;
   conditions: PreflightCondition[];
-  /** Every condition but KVMUsable is not False: the host can run instances, with TCG if need be. */
+  /** No required condition is False: the host can run instances, with TCG if need be. */
   ready: boolean;
   /** Host facts: domainType, libvirtVersion, hypervisor, qemuImg, isoTool. */
   facts: Record<string, string>;
@@ -55,27 +59,63 @@ const probeExitStatus = (0x2a << 1) | 1;
 
 export async function preflight(options: PreflightOptions): Promise<PreflightResult> {
   const path = options.path ?? process.env.PATH ?? '';
+  const [host, probes] = await Promise.all([
+    hostChecks(options),
+    checkVirtualization(path, options.kvmBudgetMs ?? 2_000),
+  ]);
+  return resultOf(host, probes);
+}
+
+/**
+ * `previous` with libvirt, the tools and the storage checked again. The emulator and KVM probes
+ * keep their answers: they cost a guest run of seconds, and the hardware does not change.
+ */
+export async function recheck(
+  previous: PreflightResult,
+  options: PreflightOptions,
+): Promise<PreflightResult> {
+  const probes = previous.conditions.filter(({ type }) => type === 'EmulatorWorks' || type === 'KVMUsable');
+  return resultOf(await hostChecks(options), probes);
+}
+
+/** libvirt, the tools and the storage: quick, and worth repeating while the agent runs. */
+async function hostChecks(
+  options: PreflightOptions,
+): Promise<{ conditions: PreflightCondition[]; facts: Record<string, string> }> {
+  const path = options.path ?? process.env.PATH ?? '';
   const facts: Record<string, string> = {};
-  const [libvirt, qemuImg, isoTool, storage, [emulator, kvm]] = await Promise.all([
+  const conditions = await Promise.all([
     checkLibvirt(options.hypervisor, facts),
     checkQemuImg(path, facts),
     checkIsoTool(path, facts),
     checkStorage(options.storageDir),
-    checkVirtualization(path, options.kvmBudgetMs ?? 2_000),
   ]);
-  const conditions = [libvirt, qemuImg, isoTool, storage, emulator, kvm];
-  const domainType: DomainType = kvm.status === 'True' ? 'kvm' : 'qemu';
-  facts.domainType = domainType;
+  return { conditions, facts };
+}
+
+function resultOf(
+  host: { conditions: PreflightCondition[]; facts: Record<string, string> },
+  probes: PreflightCondition[],
+): PreflightResult {
+  const conditions = [...host.conditions, ...probes];
+  const kvm = probes.find(({ type }) => type === 'KVMUsable');
+  const domainType: DomainType = kvm?.status === 'True' ? 'kvm' : 'qemu';
   return {
     domainType,
     conditions,
-    ready: conditions.every((condition) => condition === kvm || condition.status !== 'False'),
-    facts,
+    ready: conditions.every((condition) => !condition.required || condition.status !== 'False'),
+    facts: { ...host.facts, domainType },
   };
 }
 
-function condition(type: string, ok: boolean, reason: string, message: string): PreflightCondition {
-  return { type, status: ok ? 'True' : 'False', reason, message };
+function condition(
+  type: string,
+  ok: boolean,
+  reason: string,
+  message: string,
+  required = true,
+): PreflightCondition {
+  return { type, status: ok ? 'True' : 'False', reason, message, required };
 }
 
 async function checkLibvirt(
@@ -154,8 +194,14 @@ async function checkVirtualization(
   if (process.arch !== 'x64') {
     const message = `the probe guest is x86 code; this host is ${process.arch}`;
     return [
-      { type: 'EmulatorWorks', status: 'Unknown', reason: 'ProbeUnsupported', message },
-      { type: 'KVMUsable', status: 'Unknown', reason: 'ProbeUnsupported', message: `${message}; using TCG` },
+      { type: 'EmulatorWorks', status: 'Unknown', reason: 'ProbeUnsupported', message, required: true },
+      {
+        type: 'KVMUsable',
+        status: 'Unknown',
+        reason: 'ProbeUnsupported',
+        message: `${message}; using TCG`,
+        required: false,
+      },
     ];
   }
   const emulator = await findExecutable('qemu-system-x86_64', path);
@@ -163,7 +209,7 @@ async function checkVirtualization(
     const message = 'qemu-system-x86_64 is not on PATH; install QEMU (Debian: qemu-system-x86)';
     return [
       condition('EmulatorWorks', false, 'EmulatorNotFound', message),
-      condition('KVMUsable', false, 'EmulatorNotFound', message),
+      condition('KVMUsable', false, 'EmulatorNotFound', message, false),
     ];
   }
   const dir = await mkdtemp(join(tmpdir(), 'loam-probe-'));
@@ -177,14 +223,16 @@ async function checkVirtualization(
     const kvm = await runProbe(emulator, firmware, 'kvm', kvmBudgetMs);
     const fallback = 'instances run with QEMU TCG (software emulation, much slower)';
     let kvmUsable: PreflightCondition;
-    if (kvm.ok) kvmUsable = condition('KVMUsable', true, 'GuestRan', `a KVM test guest ran in ${kvm.ms} ms`);
-    else if (kvm.timedOut) {
+    if (kvm.ok) {
+      kvmUsable = condition('KVMUsable', true, 'GuestRan', `a KVM test guest ran in ${kvm.ms} ms`, false);
+    } else if (kvm.timedOut) {
       kvmUsable = condition(
         'KVMUsable',
         false,
         'KVMTooSlow',
         `a KVM test guest did not finish within ${kvmBudgetMs} ms (TCG: ${tcg.ms} ms): KVM is present but ` +
           `far slower than emulation, as under some nested hypervisors; ${fallback}`,
+        false,
       );
     } else {
       kvmUsable = condition(
@@ -193,6 +241,7 @@ async function checkVirtualization(
         'KVMUnavailable',
         `KVM cannot run guests here (${kvm.error}); ${fallback}. Enable virtualization in the firmware, ` +
           'load kvm_intel or kvm_amd, or enable nested virtualization',
+        false,
       );
     }
     return [emulatorWorks, kvmUsable];

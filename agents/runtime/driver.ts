@@ -7,9 +7,9 @@ import { arch, availableParallelism, hostname, release, totalmem, type } from 'n
 import type { Duplex } from 'node:stream';
 import type { status } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
-import type { ResourceRef, StreamRequest } from '../../proto/gen/loam/agent/v1/agent.js';
+import type { AgentCondition, ResourceRef, StreamRequest } from '../../proto/gen/loam/agent/v1/agent.js';
 
-export type { ResourceRef, StreamRequest };
+export type { AgentCondition, ResourceRef, StreamRequest };
 
 /** The desired object a job carries: a Kubernetes-style object with at least kind and name. */
 export interface DesiredObject {
@@ -76,6 +76,13 @@ export interface Driver {
   /** Everything the agent runs that Loam created; sent in full on every (re)connect. */
   inventory(): Promise<InventoryItem[]>;
   /**
+   * What the agent's own checks of its machine find now (libvirt answers, the storage is
+   * writable): conditions of its Host or Router, a failing `required` one making it not Ready.
+   * Asked for every Hello and again with every heartbeat, whose interval it must answer within;
+   * the hub hears of them again whenever they change.
+   */
+  conditions?(): Promise<AgentCondition[]>;
+  /**
    * Makes the job's object real, idempotently: the same job may arrive again after a reconnect.
    * `signal` aborts when the deadline passes (the hub has stopped waiting). A thrown LoamError
    * becomes its gRPC code, any other exception INTERNAL.
@@ -98,6 +105,15 @@ export interface Driver {
   openStream?(request: StreamRequest): Duplex | undefined;
 }
 
+/** This machine's cpus and memory, as the facts cpus and memory report them. */
+export function hostCapacity(): { cpus: string; memory: string } {
+  return {
+    cpus: String(availableParallelism()),
+    // As kubelet reports node capacity: a Kubernetes quantity in Ki.
+    memory: `${Math.floor(totalmem() / 1024)}Ki`,
+  };
+}
+
 /** Facts every agent reports, whatever its driver. */
 export function hostFacts(agentVersion: string): Record<string, string> {
   return {
@@ -106,8 +122,6 @@ export function hostFacts(agentVersion: string): Record<string, string> {
     arch: arch(),
     kernel: release(),
     agentVersion,
-    cpus: String(availableParallelism()),
-    // As kubelet reports node capacity: a Kubernetes quantity in Ki.
-    memory: `${Math.floor(totalmem() / 1024)}Ki`,
+    ...hostCapacity(),
   };
 }

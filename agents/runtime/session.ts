@@ -1,13 +1,17 @@
 /**
- * One Connect stream with the hub: Hello (facts, capabilities, full inventory) up, Welcome down,
- * then jobs down and results, reports and heartbeats up, until either side ends it. Reports the
- * driver makes before Welcome wait for it, so nothing that changed while the Hello's inventory was
- * being gathered is lost.
+ * One Connect stream with the hub: Hello (facts, capabilities, full inventory, the driver's checks
+ * of its machine) up, Welcome down, then jobs down and results, reports and heartbeats up, until
+ * either side ends it. With every heartbeat the driver's checks run again, and the hub hears of
+ * them when they changed, as a kubelet reports its node's conditions with its status updates.
+ * Reports the driver makes before Welcome wait for it, so nothing that changed while the Hello's
+ * inventory was being gathered is lost.
  */
 import type { Duplex } from 'node:stream';
+import { isDeepStrictEqual } from 'node:util';
 import { type ClientDuplexStream, type StatusObject, status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type {
+  AgentCondition,
   AgentServiceClient,
   ConnectRequest,
   ConnectResponse,
@@ -56,6 +60,10 @@ export class Session {
   private readonly early: ConnectRequest[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
   private finished: Promise<SessionEnd> | undefined;
+  /** The checks the hub last heard of. */
+  private conditions: AgentCondition[] = [];
+  /** A check of the driver's conditions is under way: a slow one is never run twice at once. */
+  private checking = false;
 
   constructor(private readonly options: SessionOptions) {}
 
@@ -90,7 +98,12 @@ export class Session {
     const { driver, logger } = this.options;
     let hello: ConnectRequest;
     try {
-      const [facts, inventory] = await Promise.all([driver.facts(), driver.inventory()]);
+      const [facts, inventory, conditions] = await Promise.all([
+        driver.facts(),
+        driver.inventory(),
+        driver.conditions?.() ?? [],
+      ]);
+      this.conditions = conditions;
       hello = {
         message: {
           $case: 'hello',
@@ -99,6 +112,7 @@ export class Session {
             capabilities: [...driver.capabilities],
             facts: { ...hostFacts(this.options.version), ...facts },
             inventory: inventory.map(toResource),
+            conditions,
           },
         },
       };
@@ -146,10 +160,10 @@ export class Session {
           message.message.value.heartbeatIntervalSeconds || defaultHeartbeatSeconds,
           3600,
         );
-        this.heartbeat = setInterval(
-          () => this.call?.write({ message: { $case: 'heartbeat', value: { time: new Date() } } }),
-          seconds * 1000,
-        );
+        this.heartbeat = setInterval(() => {
+          this.call?.write({ message: { $case: 'heartbeat', value: { time: new Date() } } });
+          void this.checkConditions();
+        }, seconds * 1000);
         for (const early of this.early.splice(0)) this.call?.write(early);
         this.options.onOpen();
         return;
@@ -163,6 +177,26 @@ export class Session {
       default:
         // A message a newer hub added: ignore it, as proto3 peers do.
         this.options.logger.debug('ignoring an unknown message from the hub');
+    }
+  }
+
+  /** Runs the driver's checks again and tells the hub when they changed. */
+  private async checkConditions(): Promise<void> {
+    const { driver, logger } = this.options;
+    if (driver.conditions === undefined || this.checking) return;
+    this.checking = true;
+    try {
+      const conditions = await driver.conditions();
+      if (this.over.signal.aborted || isDeepStrictEqual(conditions, this.conditions)) return;
+      this.conditions = conditions;
+      this.call?.write({ message: { $case: 'conditions', value: { conditions } } });
+      const failing = conditions.filter((condition) => condition.required && condition.status === 'False');
+      if (failing.length > 0) logger.warn({ conditions: failing }, failing.map((c) => c.message).join('; '));
+      else logger.info('every check this agent needs passes');
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'the driver could not check its machine');
+    } finally {
+      this.checking = false;
     }
   }
 

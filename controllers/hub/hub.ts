@@ -10,8 +10,9 @@
  * reverse tunnel (streams.ts).
  *
  * The hub keeps each agent's Host or Router in step with its session: Ready=True with the
- * agent's facts on Hello, a Lease renewed on every heartbeat, and Ready=Unknown once the agent
- * has been gone longer than the grace period. The object is also the revocation list: deleted,
+ * agent's facts on Hello (False while a check the agent reports and needs fails, such as libvirt
+ * not answering), a Lease renewed on every heartbeat, and Ready=Unknown once the agent has been
+ * gone longer than the grace period. The object is also the revocation list: deleted,
  * re-created or annotated loam.dev/revoked=true, the agent's certificate is refused and its
  * session closed.
  */
@@ -308,8 +309,8 @@ export class Hub extends EventEmitter<HubEvents> {
 
   /**
    * Informers over Hosts and Routers: a change that revokes an agent closes its session. Objects
-   * that say Ready=True when the hub starts get the grace period to reconnect, like any agent
-   * whose session just ended.
+   * whose agent was connected when the hub last wrote them (Ready True, or False for a failing
+   * check) get the grace period to reconnect, like any agent whose session just ended.
    */
   private async watch(): Promise<void> {
     for (const role of agentRoles) {
@@ -337,7 +338,8 @@ export class Hub extends EventEmitter<HubEvents> {
       for (const object of informer.list()) {
         const name = object.metadata?.name;
         const uid = object.metadata?.uid;
-        if (!name || !uid || getCondition(object.status?.conditions, 'Ready')?.status !== 'True') continue;
+        const ready = getCondition(object.status?.conditions, 'Ready')?.status;
+        if (!name || !uid || (ready !== 'True' && ready !== 'False')) continue;
         const record = this.record({ role, name, uid });
         if (!record.session) this.startGraceTimer(record);
       }
@@ -582,6 +584,10 @@ export class Hub extends EventEmitter<HubEvents> {
         }
         return;
       }
+      case 'conditions':
+        session.conditions = body.value.conditions;
+        this.enqueue(this.record(agent), 'status update');
+        return;
       case 'hello':
         throw new LoamError('BadRequest', 'Hello again in an open session');
       default:
@@ -638,7 +644,7 @@ export class Hub extends EventEmitter<HubEvents> {
    */
   private async syncStatus(record: AgentRecord): Promise<void> {
     const observed: AgentObservation | undefined = record.session
-      ? { connected: true, hello: record.session.hello }
+      ? { connected: true, hello: record.session.hello, conditions: record.session.conditions }
       : record.graceExpired
         ? { connected: false, graceSeconds: this.tunables.disconnectGraceSeconds }
         : undefined;

@@ -6,7 +6,12 @@
 import { randomUUID } from 'node:crypto';
 import { type ServerDuplexStream, status as Status } from '@grpc/grpc-js';
 import { errorCodes, LoamError } from '../../crds/errors.js';
-import type { ConnectResponse, Hello, JobResult } from '../../proto/gen/loam/agent/v1/agent.js';
+import type {
+  AgentCondition,
+  ConnectResponse,
+  Hello,
+  JobResult,
+} from '../../proto/gen/loam/agent/v1/agent.js';
 import type { AgentIdentity } from './identity.js';
 import type { HubMetrics } from './metrics.js';
 
@@ -57,13 +62,17 @@ export function endCall(call: ServerDuplexStream<unknown, unknown>, code: Status
 export class Session {
   private readonly inflight = new Map<string, PendingJob>();
   private closed = false;
+  /** The agent's latest checks of its machine: the Hello's until it reports others. */
+  conditions: AgentCondition[];
 
   constructor(
     readonly identity: AgentIdentity,
     readonly hello: Hello,
     private readonly call: ServerDuplexStream<unknown, ConnectResponse>,
     private readonly options: SessionOptions,
-  ) {}
+  ) {
+    this.conditions = hello.conditions;
+  }
 
   get isClosed(): boolean {
     return this.closed;

@@ -32,6 +32,7 @@ import {
   verifiedRequestKey,
 } from '../../controllers/pki/certificates.js';
 import {
+  type AgentCondition,
   AgentServiceService,
   type ConnectRequest,
   type ConnectResponse,
@@ -72,6 +73,8 @@ export interface SessionRecord {
   results: Map<string, JobResult>;
   inventoryChanges: InventoryChange[];
   lifecycleEvents: LifecycleEvent[];
+  /** The agent's checks of its machine each time it reported them changed (after Hello). */
+  conditionReports: AgentCondition[][];
   /** Set when the stream is over; 'agent' when the agent half-closed it. */
   endedBy?: 'agent' | 'hub' | 'cancelled';
   call: ServerDuplexStream<ConnectRequest, ConnectResponse>;
@@ -278,6 +281,7 @@ export class AgentHubDouble {
           results: new Map(),
           inventoryChanges: [],
           lifecycleEvents: [],
+          conditionReports: [],
           call,
         };
         this.sessions.push(session);
@@ -294,6 +298,7 @@ export class AgentHubDouble {
       else if (message?.$case === 'jobResult') session.results.set(message.value.jobId, message.value);
       else if (message?.$case === 'inventoryChange') session.inventoryChanges.push(message.value);
       else if (message?.$case === 'lifecycleEvent') session.lifecycleEvents.push(message.value);
+      else if (message?.$case === 'conditions') session.conditionReports.push(message.value.conditions);
     });
     call.on('end', () => {
       if (session) session.endedBy ??= 'agent';

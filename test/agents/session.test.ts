@@ -70,6 +70,31 @@ describe('agent session', () => {
     assert.deepEqual(JSON.parse(hello.inventory[0]?.observedJson.toString() ?? ''), { phase: 'Running' });
   });
 
+  it('reports its checks of the machine in Hello, and again at a heartbeat once they change', async () => {
+    assert.deepEqual(hub.sessions[0]?.hello.conditions, []);
+    const down = {
+      type: 'LibvirtReachable',
+      status: 'False',
+      reason: 'LibvirtUnreachable',
+      message: 'cannot reach libvirt',
+      required: true,
+    };
+    running.driver.checks = [down];
+    const session = hub.current;
+    await pollUntil(() => (session?.conditionReports.length ?? 0) > 0, {
+      timeoutMs: 5_000,
+      what: 'a report of the changed checks',
+    });
+    assert.deepEqual(session?.conditionReports, [[down]]);
+    // Unchanged checks are not sent again.
+    const beats = session?.heartbeats ?? 0;
+    await pollUntil(() => (session?.heartbeats ?? 0) > beats + 1, {
+      timeoutMs: 5_000,
+      what: 'two heartbeats',
+    });
+    assert.equal(session?.conditionReports.length, 1);
+  });
+
   it('runs a job and reports its result and observed state', async () => {
     hub.dispatch({ id: 'j1', object: instance('web') });
     const result = await hub.result('j1');

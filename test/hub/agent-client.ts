@@ -109,6 +109,7 @@ export const defaultHello: Hello = {
   capabilities: ['tcg'],
   facts: { hostname: 'test-host', arch: 'x86_64', cpus: '4', memory: '8Gi' },
   inventory: [],
+  conditions: [],
 };
 
 /** Answers each job OK with the job's object as what it observed. */

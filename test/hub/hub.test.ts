@@ -326,6 +326,40 @@ describe('agent hub', function () {
     await back.end();
   });
 
+  it("shows an agent's failing checks: Host not Ready with their reason, Ready again once they pass", async () => {
+    const agent = await enrolled('checked');
+    const libvirt = {
+      type: 'LibvirtReachable',
+      status: 'False',
+      reason: 'LibvirtUnreachable',
+      message: 'cannot reach libvirt',
+      required: true,
+    };
+    const session = TestSession.open(hub.address, agent, {
+      first: { message: { $case: 'hello', value: { ...defaultHello, conditions: [libvirt] } } },
+    });
+    await session.welcomed();
+    await waitReady('checked', 'False');
+    const down = await hub.object('checked');
+    assert.equal(ready(down)?.reason, 'LibvirtUnreachable');
+    assert.equal(getCondition(down?.status?.conditions, 'LibvirtReachable')?.status, 'False');
+
+    const answers = { ...libvirt, status: 'True', reason: 'Connected', message: 'libvirt 9.0.0' };
+    session.send({ message: { $case: 'conditions', value: { conditions: [answers] } } });
+    await waitReady('checked', 'True');
+    assert.equal(
+      getCondition((await hub.object('checked'))?.status?.conditions, 'LibvirtReachable')?.status,
+      'True',
+    );
+
+    // Not Ready when the hub restarts, and gone: Unknown after the grace period all the same.
+    session.send({ message: { $case: 'conditions', value: { conditions: [libvirt] } } });
+    await waitReady('checked', 'False');
+    session.cancel();
+    await hub.restart();
+    await waitReady('checked', 'Unknown');
+  });
+
   it('keeps 50 agents connected to one hub, and each receives a job', async () => {
     const count = 50;
     // Five tokens of ten uses, each raced for by ten enrollments at once.

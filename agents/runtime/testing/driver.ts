@@ -6,12 +6,22 @@
 import { type Duplex, PassThrough } from 'node:stream';
 import { status } from '@grpc/grpc-js';
 import { Gauge, type Registry } from 'prom-client';
-import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome, StreamRequest } from '../driver.js';
+import type {
+  AgentCondition,
+  AgentJob,
+  Driver,
+  DriverEvents,
+  InventoryItem,
+  JobOutcome,
+  StreamRequest,
+} from '../driver.js';
 
 export class TestDriver implements Driver {
   capabilities: string[] = ['test'];
   extraFacts: Record<string, string> = { driver: 'test' };
   inventoryItems: InventoryItem[] = [];
+  /** What its checks of the machine find; a test changes it to see the change reported. */
+  checks: AgentCondition[] = [];
   /** Decides each job's outcome; may wait, throw, or watch the deadline signal. */
   respond: (job: AgentJob, signal: AbortSignal) => JobOutcome | Promise<JobOutcome> = (job) => ({
     code: status.OK,
@@ -49,6 +59,10 @@ export class TestDriver implements Driver {
 
   async inventory(): Promise<InventoryItem[]> {
     return this.inventoryItems;
+  }
+
+  async conditions(): Promise<AgentCondition[]> {
+    return this.checks;
   }
 
   async start(events: DriverEvents): Promise<void> {

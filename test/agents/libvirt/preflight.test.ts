@@ -6,6 +6,7 @@ import {
   type PreflightCondition,
   type PreflightResult,
   preflight,
+  recheck,
 } from '../../../agents/libvirt/preflight.js';
 import { Virsh } from '../../../agents/libvirt/virsh.js';
 
@@ -36,6 +37,7 @@ describe('agents/libvirt/preflight (on this machine)', () => {
         status: 'True',
         reason: 'Connected',
         message: 'libvirt 9.0.0 at test:///default',
+        required: true,
       });
       assert.equal(result.facts.libvirtVersion, 'libvirt 9.0.0');
     });
@@ -62,7 +64,25 @@ describe('agents/libvirt/preflight (on this machine)', () => {
       assert.equal(result.facts.domainType, 'qemu');
     });
 
-    it('is ready: KVM is not required', () => assert.equal(result.ready, true));
+    it('is ready: KVM is not required', () => {
+      assert.equal(byType(result, 'KVMUsable').required, false);
+      assert.equal(result.ready, true);
+    });
+
+    it('checks libvirt, the tools and the storage again, keeping the probes', async () => {
+      const down = new Virsh({ uri: 'qemu+unix:///system?socket=/nonexistent/libvirt-sock' });
+      const again = await recheck(result, { hypervisor: down, storageDir: join(dir, 'storage') });
+      assert.equal(byType(again, 'LibvirtReachable').reason, 'LibvirtUnreachable');
+      assert.equal(again.ready, false);
+      assert.deepEqual(
+        again.conditions.filter(({ type }) => type === 'EmulatorWorks' || type === 'KVMUsable'),
+        result.conditions.filter(({ type }) => type === 'EmulatorWorks' || type === 'KVMUsable'),
+      );
+      assert.equal(again.domainType, result.domainType);
+      const back = await recheck(again, { hypervisor: testDriver, storageDir: join(dir, 'storage') });
+      assert.deepEqual(back.conditions, result.conditions);
+      assert.equal(back.ready, true);
+    });
   });
 
   it('explains an unreachable libvirt', async () => {

@@ -111,6 +111,9 @@ export interface ConnectRequest {
     | { $case: "inventoryChange"; value: InventoryChange }
     | { $case: "lifecycleEvent"; value: LifecycleEvent }
     | { $case: "heartbeat"; value: Heartbeat }
+    | //
+    /** The agent's checks of its machine changed (libvirt stopped answering, say): all of them. */
+    { $case: "conditions"; value: AgentConditions }
     | undefined;
 }
 
@@ -135,11 +138,31 @@ export interface Hello {
   facts: { [key: string]: string };
   /** Everything the agent runs that Loam created, so the controllers can converge it. */
   inventory: Resource[];
+  /** What the agent's checks of its machine find now (preflight), as conditions of its Host or Router. */
+  conditions: AgentCondition[];
 }
 
 export interface Hello_FactsEntry {
   key: string;
   value: string;
+}
+
+/** One check of the agent's machine, shown as a condition of its Host or Router. */
+export interface AgentCondition {
+  /** UpperCamelCase, e.g. LibvirtReachable. */
+  type: string;
+  /** True, False or Unknown. */
+  status: string;
+  /** UpperCamelCase, for machines, e.g. LibvirtUnreachable. */
+  reason: string;
+  /** For people: what is wrong and what to do about it. */
+  message: string;
+  /** The agent cannot do its work while this is False: its Host or Router is not Ready then. */
+  required: boolean;
+}
+
+export interface AgentConditions {
+  conditions: AgentCondition[];
 }
 
 export interface Welcome {
@@ -629,6 +652,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "heartbeat":
         Heartbeat.encode(message.message.value, writer.uint32(42).fork()).join();
         break;
+      case "conditions":
+        AgentConditions.encode(message.message.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -686,6 +712,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.message = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.message = { $case: "conditions", value: AgentConditions.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -716,6 +750,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "lifecycleEvent", value: LifecycleEvent.fromJSON(object.lifecycle_event) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.conditions)
+        ? { $case: "conditions", value: AgentConditions.fromJSON(object.conditions) }
         : undefined,
     };
   },
@@ -732,6 +768,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.lifecycleEvent = LifecycleEvent.toJSON(message.message.value);
     } else if (message.message?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.message.value);
+    } else if (message.message?.$case === "conditions") {
+      obj.conditions = AgentConditions.toJSON(message.message.value);
     }
     return obj;
   },
@@ -769,6 +807,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "heartbeat": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "heartbeat", value: Heartbeat.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "conditions": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "conditions", value: AgentConditions.fromPartial(object.message.value) };
         }
         break;
       }
@@ -902,7 +946,7 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
 };
 
 function createBaseHello(): Hello {
-  return { version: "", capabilities: [], facts: {}, inventory: [] };
+  return { version: "", capabilities: [], facts: {}, inventory: [], conditions: [] };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -918,6 +962,9 @@ export const Hello: MessageFns<Hello> = {
     });
     for (const v of message.inventory) {
       Resource.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.conditions) {
+      AgentCondition.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -970,6 +1017,14 @@ export const Hello: MessageFns<Hello> = {
             message.inventory.push(Resource.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.conditions.push(AgentCondition.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1005,6 +1060,9 @@ export const Hello: MessageFns<Hello> = {
       inventory: globalThis.Array.isArray(object?.inventory)
         ? object.inventory.map((e: any) => Resource.fromJSON(e))
         : [],
+      conditions: globalThis.Array.isArray(object?.conditions)
+        ? object.conditions.map((e: any) => AgentCondition.fromJSON(e))
+        : [],
     };
   },
 
@@ -1028,6 +1086,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.inventory?.length) {
       obj.inventory = message.inventory.map((e) => Resource.toJSON(e));
     }
+    if (message.conditions?.length) {
+      obj.conditions = message.conditions.map((e) => AgentCondition.toJSON(e));
+    }
     return obj;
   },
 
@@ -1048,6 +1109,7 @@ export const Hello: MessageFns<Hello> = {
       {},
     );
     message.inventory = object.inventory?.map((e) => Resource.fromPartial(e)) || [];
+    message.conditions = object.conditions?.map((e) => AgentCondition.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1133,6 +1195,210 @@ export const Hello_FactsEntry: MessageFns<Hello_FactsEntry> = {
     const message = createBaseHello_FactsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseAgentCondition(): AgentCondition {
+  return { type: "", status: "", reason: "", message: "", required: false };
+}
+
+export const AgentCondition: MessageFns<AgentCondition> = {
+  encode(message: AgentCondition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== "") {
+      writer.uint32(10).string(message.type);
+    }
+    if (message.status !== "") {
+      writer.uint32(18).string(message.status);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    if (message.required !== false) {
+      writer.uint32(40).bool(message.required);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentCondition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentCondition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.required = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentCondition {
+    return {
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      required: isSet(object.required) ? globalThis.Boolean(object.required) : false,
+    };
+  },
+
+  toJSON(message: AgentCondition): unknown {
+    const obj: any = {};
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.required !== false) {
+      obj.required = message.required;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentCondition>, I>>(base?: I): AgentCondition {
+    return AgentCondition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentCondition>, I>>(object: I): AgentCondition {
+    const message = createBaseAgentCondition();
+    message.type = object.type ?? "";
+    message.status = object.status ?? "";
+    message.reason = object.reason ?? "";
+    message.message = object.message ?? "";
+    message.required = object.required ?? false;
+    return message;
+  },
+};
+
+function createBaseAgentConditions(): AgentConditions {
+  return { conditions: [] };
+}
+
+export const AgentConditions: MessageFns<AgentConditions> = {
+  encode(message: AgentConditions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.conditions) {
+      AgentCondition.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentConditions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentConditions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.conditions.push(AgentCondition.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentConditions {
+    return {
+      conditions: globalThis.Array.isArray(object?.conditions)
+        ? object.conditions.map((e: any) => AgentCondition.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AgentConditions): unknown {
+    const obj: any = {};
+    if (message.conditions?.length) {
+      obj.conditions = message.conditions.map((e) => AgentCondition.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentConditions>, I>>(base?: I): AgentConditions {
+    return AgentConditions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentConditions>, I>>(object: I): AgentConditions {
+    const message = createBaseAgentConditions();
+    message.conditions = object.conditions?.map((e) => AgentCondition.fromPartial(e)) || [];
     return message;
   },
 };
