@@ -10,6 +10,7 @@ packages=(
   libvirt-daemon-system                         # qemu:///system: the libvirt-qemu user, qemu.conf
   xorriso busybox                               # cloud-init seed ISOs, initramfs for test boots
   linux-image-cloud-amd64 cpio                  # the kernel and initramfs of the real-boot e2e guest
+  syslinux syslinux-common mtools dosfstools    # the same guest as a bootable FAT disk image (no mounts)
   iproute2 nftables dnsmasq-base wireguard-tools wireguard-go
   prometheus                                    # scrapes /metrics in e2e tests
   protobuf-compiler libprotobuf-dev             # proto/ code generation

@@ -10,8 +10,10 @@
  *
  * Errors are LoamErrors whose message names the URL but not the field (the caller knows whether it
  * fetched spec.image or spec.kernel.initrd and prefixes it):
- * - Invalid (INVALID_ARGUMENT): the spec is wrong and retrying the same spec will not help — a URL
- *   that answers 404 or 410, a digest mismatch, a missing local file, an unsupported scheme;
+ * - Invalid (INVALID_ARGUMENT): the spec is wrong and retrying the same spec will not help — a digest
+ *   mismatch, an unsupported scheme, a local path that is not a file;
+ * - NotFound (NOT_FOUND): a URL that answers 404 or 410, a local file that does not exist. Worth
+ *   retrying, as a kubelet keeps pulling a missing image: the file may yet be published;
  * - Unavailable (UNAVAILABLE): worth retrying — other HTTP errors, a refused or broken connection,
  *   a download that made no progress for idleTimeoutMs;
  * - Closed (CANCELLED): the caller's signal aborted.
@@ -169,7 +171,7 @@ export class ArtifactCache {
   private async copyFile(url: URL, transfer: Transfer, signal: AbortSignal): Promise<void> {
     const source = fileURLToPath(url);
     const found = await stat(source).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new LoamError('Invalid', `${source} does not exist`);
+      if (err.code === 'ENOENT') throw new LoamError('NotFound', `${source} does not exist`);
       throw new LoamError('Invalid', `cannot read ${source}: ${err.message}`);
     });
     if (!found.isFile()) throw new LoamError('Invalid', `${source} is not a regular file`);
@@ -212,7 +214,7 @@ export class ArtifactCache {
           await response.body?.cancel();
           const text = response.statusText || STATUS_CODES[response.status];
           const answer = `${url} answered ${response.status}${text ? ` ${text}` : ''}`;
-          if (response.status === 404 || response.status === 410) throw new LoamError('Invalid', answer);
+          if (response.status === 404 || response.status === 410) throw new LoamError('NotFound', answer);
           throw new LoamError('Unavailable', answer);
         }
         const length = Number(response.headers.get('content-length') ?? Number.NaN);

@@ -71,6 +71,8 @@ export interface DomainFacts {
   initrd?: string;
   cmdline?: string;
   consoleLog?: string;
+  /** The pty device of the first serial port, e.g. /dev/pts/3: in the live XML of a running domain only. */
+  consolePty?: string;
 }
 
 // Logs and runtime directories are named after the domain (/var/log/libvirt/qemu/<name>.log), so a
@@ -162,13 +164,16 @@ function devicesElement({ files, nics }: Devices, inputs: DomainInputs) {
     target: { '@_dev': `vd${diskLetters(index)}`, '@_bus': 'virtio' },
   }));
   if (inputs.seedIso !== undefined) {
-    // virtio-blk cannot be a CD-ROM; SATA works on both pc and q35 (libvirt adds the controller).
+    // A read-only virtio disk after the others, as KubeVirt attaches its cloud-init disk: cloud-init
+    // finds the seed by its label on any block device, and a guest that boots from its virtio root
+    // disk has the driver. A CD-ROM would need a SATA or SCSI driver the guest may lack (Debian's
+    // cloud kernel has no AHCI).
     disks.push({
       '@_type': 'file',
-      '@_device': 'cdrom',
+      '@_device': 'disk',
       driver: { '@_name': 'qemu', '@_type': 'raw' },
       source: { '@_file': inputs.seedIso },
-      target: { '@_dev': 'sda', '@_bus': 'sata' },
+      target: { '@_dev': `vd${diskLetters(files.length)}`, '@_bus': 'virtio' },
       readonly: '',
     });
   }
@@ -275,6 +280,7 @@ export function parseDomainXml(xml: string): DomainFacts {
     initrd: text(os, 'initrd'),
     cmdline: text(os, 'cmdline'),
     consoleLog: attr(child(serial, 'log'), 'file'),
+    consolePty: attr(serial, 'type') === 'pty' ? attr(child(serial, 'source'), 'path') : undefined,
   };
 }
 

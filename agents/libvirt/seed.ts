@@ -1,5 +1,5 @@
 /**
- * cloud-init's NoCloud seed: the files an image boot's guest reads from a CD-ROM labelled
+ * cloud-init's NoCloud seed: the files an image boot's guest reads from a disk labelled
  * `cidata` (meta-data, user-data, network-config), made by a pure function, and the ISO built
  * from them with xorriso (or genisoimage, whose options xorriso emulates).
  *

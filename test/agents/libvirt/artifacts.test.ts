@@ -161,11 +161,11 @@ describe('agents/libvirt/artifacts', () => {
     assert.equal(requests.length, 1);
   });
 
-  it('reports a URL that answers 404 as a bad spec, caching nothing', async () => {
+  it('reports a URL that answers 404 as not found (worth retrying), caching nothing', async () => {
     handler = (_req, res) => res.writeHead(404).end('no such image');
     const url = `${base}/missing.qcow2`;
     const artifacts = cache();
-    await rejectsWith(artifacts.fetch({ url, sha256 }), 'Invalid', `${url} answered 404 Not Found`);
+    await rejectsWith(artifacts.fetch({ url, sha256 }), 'NotFound', `${url} answered 404 Not Found`);
     assert.equal(artifacts.has(sha256), false);
     assert.equal(existsSync(partial()), false);
 
@@ -309,7 +309,7 @@ describe('agents/libvirt/artifacts', () => {
     const wrong = createHash('sha256').update('other').digest('hex');
     await rejectsWith(
       artifacts.fetch({ url: pathToFileURL(missing).href, sha256: wrong }),
-      'Invalid',
+      'NotFound',
       `${missing} does not exist`,
     );
   });

@@ -88,7 +88,7 @@ const cases: Case[] = [
         { target: 'vda', device: 'disk', source: `${dir('web-1')}/root.qcow2` },
         { target: 'vdb', device: 'disk', source: `${dir('web-1')}/data.qcow2` },
         { target: 'vdc', device: 'disk', source: `${dir('web-1')}/logs.qcow2` },
-        { target: 'sda', device: 'cdrom', source: `${dir('web-1')}/seed.iso` },
+        { target: 'vdd', device: 'disk', source: `${dir('web-1')}/seed.iso` },
       ],
       interfaces: [
         { mac: '52:54:00:00:00:00', bridge: 'loam-br0' },
@@ -99,7 +99,7 @@ const cases: Case[] = [
     xmlIncludes: [
       '<boot dev="hd"/>',
       '<driver name="qemu" type="qcow2"/>',
-      '<target dev="sda" bus="sata"/>',
+      '<target dev="vdd" bus="virtio"/>',
       '<readonly/>',
     ],
   },
@@ -331,6 +331,24 @@ describe('agents/libvirt/domain-xml', () => {
       });
       assert.equal(facts.vcpus, 3);
       assert.equal(facts.memoryBytes, 1024 * 1024);
+    });
+
+    it("reads the console's pty from a running domain's XML, as libvirt 9 prints it", () => {
+      const serial = (type: string, source: string) =>
+        `<domain type='qemu'><name>n</name><uuid>${uidFor('n')}</uuid><devices>` +
+        `<serial type='${type}'>${source}<log file='/srv/n/console.log' append='on'/>` +
+        `<target type='isa-serial' port='0'><model name='isa-serial'/></target><alias name='serial0'/></serial>` +
+        `<console type='${type}' tty='/dev/pts/7'>${source}<target type='serial' port='0'/></console>` +
+        '</devices></domain>';
+      const live = parseDomainXml(serial('pty', "<source path='/dev/pts/7'/>"));
+      assert.equal(live.consolePty, '/dev/pts/7');
+      assert.equal(live.consoleLog, '/srv/n/console.log');
+      assert.equal(parseDomainXml(serial('pty', '')).consolePty, undefined, 'defined, not running');
+      assert.equal(
+        parseDomainXml(serial('file', "<source path='/tmp/x'/>")).consolePty,
+        undefined,
+        'not a pty',
+      );
     });
 
     it('reads a domain without Loam metadata as not Loam', async () => {
