@@ -15,6 +15,7 @@ import { defaultRouterName, renderManifests } from '../agents/network/render.js'
 import { registerAgentCommands } from '../agents/runtime/cli.js';
 import { agentSettings } from '../agents/runtime/config.js';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
+import { attachConsole } from '../controllers/instance/console-command.js';
 import type { LocalAgent } from '../controllers/local-agents.js';
 import { createBootstrapToken, joinCommand } from '../controllers/pki/bootstrap-tokens.js';
 import { type AgentRole, agentRoles, caPin } from '../controllers/pki/certificates.js';
@@ -430,7 +431,15 @@ program
     },
   );
 
-// --- loam wg-config -----------------------------------------------------------------------------
+// --- loam wg-config, loam console --------------------------------------------------------------
+
+/** NAMESPACE/NAME from the argument `ref`; `example` shows the form, e.g. NAMESPACE/PEER (default/laptop). */
+function namespacedName(ref: string, example: string): [string, string] {
+  const [namespace, name, ...rest] = ref.split('/');
+  if (!namespace || !name || rest.length > 0)
+    throw new InvalidArgumentError(`argument "${ref}" is not ${example}`);
+  return [namespace, name];
+}
 
 /** --kubeconfig, else $KUBECONFIG (a path list, as for kubectl), else the admin kubeconfig of `loam up`. */
 function loadKubeConfig(file: string | undefined, dataDir: string): KubeConfig {
@@ -458,13 +467,45 @@ program
   )
   .option('--data-dir <dir>', 'the control plane data dir (env LOAM_DATA_DIR)', defaultDataDir)
   .action(async (ref: string, options: { qr: boolean; kubeconfig?: string; dataDir: string }) => {
-    const [namespace, name, ...rest] = ref.split('/');
-    if (!namespace || !name || rest.length > 0) {
-      throw new InvalidArgumentError(`argument "${ref}" is not NAMESPACE/PEER, e.g. default/laptop`);
-    }
+    const [namespace, name] = namespacedName(ref, 'NAMESPACE/PEER, e.g. default/laptop');
     const kubeConfig = loadKubeConfig(options.kubeconfig, options.dataDir);
     const config = await peerClientConfig(kubeConfig, namespace, name);
     process.stdout.write(options.qr ? `${config}\n${await renderQr(config)}\n` : config);
+  });
+
+program
+  .command('console')
+  .description("attach to an Instance's serial console; Ctrl+] detaches")
+  .argument('<namespace/instance>', 'the Instance, e.g. default/web-1')
+  .option(
+    '--wait <duration>',
+    'keep trying this long while the Instance is not running yet or its agent is not connected, e.g. 2m',
+    positiveDuration,
+  )
+  .option(
+    '--kubeconfig <file>',
+    'credentials to connect with (default: $KUBECONFIG, else <data-dir>/admin.kubeconfig)',
+  )
+  .option('--data-dir <dir>', 'the control plane data dir (env LOAM_DATA_DIR)', defaultDataDir)
+  .action(async (ref: string, options: { wait?: number; kubeconfig?: string; dataDir: string }) => {
+    const [namespace, name] = namespacedName(ref, 'NAMESPACE/INSTANCE, e.g. default/web-1');
+    const kubeConfig = loadKubeConfig(options.kubeconfig, options.dataDir);
+    // In raw mode Ctrl+C is a byte for the guest; a signal from elsewhere detaches.
+    const interrupted = new AbortController();
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const detach = () => interrupted.abort();
+    for (const signal of signals) process.on(signal, detach);
+    try {
+      await attachConsole(
+        kubeConfig,
+        namespace,
+        name,
+        { input: process.stdin, output: process.stdout, notices: process.stderr, signal: interrupted.signal },
+        { waitMs: (options.wait ?? 0) * 1000 },
+      );
+    } finally {
+      for (const signal of signals) process.off(signal, detach);
+    }
   });
 
 registerAgentCommands(program, pkg.version);

@@ -58,6 +58,8 @@ export interface UpOptions {
   localAgents?: LocalAgent[];
   /** Loam's version, which local agents report. */
   version?: string;
+  /** Interval between the pings that keep console WebSockets open (tests shorten it). */
+  consolePingIntervalMs?: number;
 }
 
 export interface ControlPlane {
@@ -123,6 +125,7 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
   await ensureNamespaces(resources);
   const namespaces = await NamespaceLifecycle.start(store, resources, servedKinds, logger);
   const pki = loadServingPki(options.dataDir, options.tlsSans);
+  let running: { hub: Hub; controllers?: ControllerManager } | undefined;
   const apiServer = await ApiServer.start({
     store,
     kinds: servedKinds,
@@ -132,6 +135,11 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     port: options.port,
     logger,
     registry,
+    // Consoles go through this control plane's hub, which runs only while it leads.
+    hub: () => running?.hub,
+    ...(options.consolePingIntervalMs !== undefined
+      ? { consolePingIntervalMs: options.consolePingIntervalMs }
+      : {}),
   });
   const kubeconfigPath = join(options.dataDir, 'admin.kubeconfig');
   writeFileSync(kubeconfigPath, issueKubeconfig(pki.ca, apiServer.url, 'admin', [adminGroup]), {
@@ -156,7 +164,6 @@ export async function up(options: UpOptions): Promise<ControlPlane> {
     registry,
     ...(options.hub ? { tunables: options.hub } : {}),
   };
-  let running: { hub: Hub; controllers?: ControllerManager } | undefined;
   /** The hub and the controllers, started in that order and stopped in reverse. */
   const lead = async () => {
     const hub = await Hub.start(hubOptions);

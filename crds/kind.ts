@@ -11,6 +11,9 @@ export interface PrinterColumn {
   priority?: number;
 }
 
+/** What a connect subresource streams; an agent's driver serves the stream of the same kind. */
+export type ConnectSubresource = 'console';
+
 /**
  * Everything the API server, the CRD generator and clients need to know about one kind. Both
  * derive names, scope, validation and columns from this, never from their own copies.
@@ -30,6 +33,12 @@ export interface KindInfo<Schema extends z.ZodType = z.ZodType> {
    * main resource), as for CRDs with `subresources.status` and most built-in kinds.
    */
   statusSubresource: boolean;
+  /**
+   * Subresources that connect to what the object stands for instead of reading or writing it:
+   * a GET upgraded to a WebSocket carrying a byte stream, as KubeVirt's
+   * virtualmachineinstances/console (the built-in API server only; CRDs cannot declare them).
+   */
+  connectSubresources?: readonly ConnectSubresource[];
   /** The whole object (apiVersion, kind, metadata, spec, status); parsing applies defaults. */
   schema: Schema;
   printerColumns: PrinterColumn[];

@@ -54,6 +54,14 @@ function resourceList(groupVersion: string, kinds: readonly KindInfo[]) {
               },
             ]
           : []),
+        // As kube lists pods/log: the parent's kind, read only.
+        ...(k.connectSubresources ?? []).map((subresource) => ({
+          name: `${k.plural}/${subresource}`,
+          singularName: '',
+          namespaced: namespaced(k),
+          kind: k.kind,
+          verbs: ['get'],
+        })),
       ])
       .concat(reviews),
   };

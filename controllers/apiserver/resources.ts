@@ -392,7 +392,7 @@ export class Resources {
       manager: fieldManager(write),
       force: write.force ?? false,
       now: this.now(),
-      ...(req.subresource ? { subresource: req.subresource } : {}),
+      ...(req.subresource === 'status' ? { subresource: req.subresource } : {}),
     };
     const warnings = checkUnknownFields(kind, body, write.fieldValidation);
     for (let attempt = 1; ; attempt++) {
@@ -440,7 +440,7 @@ export class Resources {
     return trackUpdate(req.kind, existing, validated, {
       manager,
       now: this.now(),
-      ...(req.subresource ? { subresource: req.subresource } : {}),
+      ...(req.subresource === 'status' ? { subresource: req.subresource } : {}),
     });
   }
 

@@ -3,7 +3,7 @@
  * kube-apiserver's RequestInfoResolver does.
  */
 import { LoamError } from '../../crds/errors.js';
-import type { KindInfo } from '../../crds/kind.js';
+import type { ConnectSubresource, KindInfo } from '../../crds/kind.js';
 
 export type Verb = 'get' | 'list' | 'watch' | 'create' | 'update' | 'patch' | 'delete' | 'deletecollection';
 
@@ -14,7 +14,8 @@ export interface ResourceRequest {
   /** Set for namespaced requests; absent for cluster-scoped kinds and lists across all namespaces. */
   namespace?: string;
   name?: string;
-  subresource?: 'status';
+  /** status, or a connect subresource (a GET upgraded to a WebSocket, served by server.ts). */
+  subresource?: 'status' | ConnectSubresource;
 }
 
 export interface OtherRequest {
@@ -61,10 +62,13 @@ export function routeRequest(
   const [plural, name, subresource, ...extra] = rest;
   const kind = find(plural);
   if (!kind || extra.length > 0) return { type: 'other', path: url.pathname };
-  if (subresource !== undefined && !(subresource === 'status' && kind.statusSubresource)) {
+  const connect = kind.connectSubresources?.find((served) => served === subresource);
+  if (subresource !== undefined && !(subresource === 'status' && kind.statusSubresource) && !connect) {
     return { type: 'other', path: url.pathname };
   }
-  const verbs = methodVerbs[method];
+  // A connect subresource is only ever read, as KubeVirt's console: RBAC's verb for it is get.
+  const verbs =
+    connect === undefined ? methodVerbs[method] : method === 'GET' ? { item: 'get' as const } : {};
   let verb = name === undefined ? verbs?.collection : verbs?.item;
   if (!verb)
     throw new LoamError(
@@ -76,7 +80,7 @@ export function routeRequest(
   const request: ResourceRequest = { type: 'resource', kind, verb };
   if (namespace !== undefined) request.namespace = namespace;
   if (name !== undefined) request.name = name;
-  if (subresource === 'status') request.subresource = 'status';
+  if (subresource === 'status' || connect !== undefined) request.subresource = connect ?? 'status';
   // A namespaced kind's item must be addressed inside its namespace.
   if (kind.scope === 'Namespaced' && name !== undefined && namespace === undefined) {
     return { type: 'other', path: url.pathname };

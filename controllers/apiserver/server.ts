@@ -4,12 +4,14 @@
  * the resource verbs of resources.ts. Every error leaves as a Kubernetes Status.
  */
 import type { KeyObject } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import {
   createSecureServer,
   type Http2SecureServer,
   type Http2ServerRequest,
   type Http2ServerResponse,
 } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
@@ -19,6 +21,7 @@ import type { KindInfo } from '../../crds/kind.js';
 import { tokenVerificationKey } from '../pki/tokens.js';
 import type { Store } from '../storage/store.js';
 import { adminGroup, authorize, certificateUser, monitoringGroup, tokenUser, type User } from './auth.js';
+import { ConsoleSessions, openInstanceStream, refuseUpgrade, type StreamHub } from './console.js';
 import {
   aggregatedDiscovery,
   aggregatedDiscoveryContentType,
@@ -54,6 +57,10 @@ export interface ApiServerOptions {
   registry?: Registry;
   /** Interval between watch bookmarks (tests shorten it). */
   bookmarkIntervalMs?: number;
+  /** The agent hub consoles go through, while this control plane runs it (it leads); none without. */
+  hub?: () => StreamHub | undefined;
+  /** Interval between the pings that keep a console's WebSocket open (tests shorten it). */
+  consolePingIntervalMs?: number;
 }
 
 /** kube-apiserver's limit on a request body. */
@@ -73,6 +80,7 @@ export class ApiServer {
   private readonly certificateUsers = new WeakMap<object, User | undefined>();
   private readonly registry: Registry;
   private readonly metrics: ApiServerMetrics;
+  private readonly consoles: ConsoleSessions;
 
   private constructor(private readonly options: ApiServerOptions) {
     this.resources = new Resources(options.store, undefined, options.bookmarkIntervalMs);
@@ -97,6 +105,11 @@ export class ApiServer {
       },
       (req, res) => void this.handle(req, res),
     );
+    // WebSockets (consoles) start as HTTP/1.1 upgrades (RFC 6455), never on HTTP/2.
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.upgrade(req, socket, head);
+    });
+    this.consoles = new ConsoleSessions(options.consolePingIntervalMs ?? 30_000, options.logger);
   }
 
   static async start(options: ApiServerOptions): Promise<ApiServer> {
@@ -119,6 +132,7 @@ export class ApiServer {
 
   async close(): Promise<void> {
     for (const watch of this.watches) watch.abort();
+    this.consoles.close();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -182,6 +196,8 @@ export class ApiServer {
       }
       subject = route;
       authorize(user, route);
+      // As kube-apiserver answers an exec without the upgrade.
+      if (isConnect(route)) throw new LoamError('BadRequest', 'Upgrade request required');
       await this.serveResource(route, req, res, url);
     } catch (err) {
       if (!(err instanceof LoamError))
@@ -331,12 +347,58 @@ export class ApiServer {
   }
 
   /**
+   * An HTTP/1.1 upgrade: a connect subresource (an Instance's console) becomes a WebSocket once
+   * the caller is authorized and its stream is open; anything else, or a refusal, is answered
+   * with a Status.
+   */
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://loam');
+    let subject: ResourceRequest | undefined;
+    // A client that resets the connection while its stream opens: serve() cleans up.
+    socket.on('error', () => socket.destroy());
+    try {
+      const user = this.certificateUser(req) ?? tokenUser(req.headers.authorization, this.tokenKey);
+      if (!user) throw new LoamError('Unauthorized', 'Unauthorized');
+      const route = routeRequest(req.method ?? 'GET', url, this.options.kinds);
+      if (route.type === 'other' || !isConnect(route)) {
+        throw new LoamError(
+          'BadRequest',
+          `${url.pathname} cannot be upgraded: only connect subresources can`,
+        );
+      }
+      subject = route;
+      authorize(user, route);
+      const stream = await openInstanceStream(route, this.resources, this.options.hub?.());
+      const log = {
+        user: user.name,
+        namespace: route.namespace,
+        name: route.name,
+        subresource: route.subresource,
+      };
+      this.consoles.serve(req, socket, head, stream, log);
+    } catch (err) {
+      if (!(err instanceof LoamError))
+        this.options.logger.error({ err, path: url.pathname }, 'upgrade failed');
+      const status = statusFromError(err, {
+        ...(subject ? { resource: subject.kind.plural, group: subject.kind.group } : {}),
+        ...(subject?.name ? { name: subject.name } : {}),
+      });
+      this.options.logger.debug(
+        { method: req.method, path: url.pathname, code: status.code },
+        'upgrade refused',
+      );
+      refuseUpgrade(socket, status);
+    }
+  }
+
+  /**
    * The client certificate's user, read once per connection: parsing the peer certificate on
    * every request costs more than serving a get from the embedded store.
    */
-  private certificateUser(req: Http2ServerRequest): User | undefined {
+  private certificateUser(req: Http2ServerRequest | IncomingMessage): User | undefined {
     // An HTTP/2 request's socket is a fresh proxy each time; its session is the connection.
-    const connection: object = (req.stream as { session?: object } | undefined)?.session ?? req.socket;
+    const session = 'stream' in req ? (req.stream as { session?: object } | undefined)?.session : undefined;
+    const connection: object = session ?? req.socket;
     if (!this.certificateUsers.has(connection)) {
       this.certificateUsers.set(connection, certificateUser(req.socket as unknown as TLSSocket));
     }
@@ -346,6 +408,11 @@ export class ApiServer {
   private send(res: Http2ServerResponse, code: number, body: unknown): void {
     res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   }
+}
+
+/** A connect subresource (an Instance's console): served only as a WebSocket. */
+function isConnect(route: ResourceRequest): boolean {
+  return route.subresource !== undefined && route.subresource !== 'status';
 }
 
 async function readBody(

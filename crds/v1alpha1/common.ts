@@ -2,7 +2,7 @@
 
 import { z } from 'zod';
 import { addFieldIssue } from '../issues.js';
-import type { KindInfo, PrinterColumn } from '../kind.js';
+import type { ConnectSubresource, KindInfo, PrinterColumn } from '../kind.js';
 import { celRules, conditionList, generation, objectMeta, type Scope } from '../meta.js';
 
 export const group = 'loam.dev';
@@ -35,8 +35,10 @@ export function defineKind<
   spec: Spec;
   status: Status;
   printerColumns: PrinterColumn[];
+  connectSubresources?: readonly ConnectSubresource[];
 }) {
-  const { kind, plural, shortNames, scope, description, spec, status, printerColumns } = definition;
+  const { kind, plural, shortNames, scope, description, spec, status, printerColumns, connectSubresources } =
+    definition;
   const schema = z
     .object({
       apiVersion: z.literal(apiVersion),
@@ -58,6 +60,7 @@ export function defineKind<
     categories: ['loam'],
     scope,
     statusSubresource: true,
+    ...(connectSubresources ? { connectSubresources } : {}),
     schema,
     printerColumns,
   };

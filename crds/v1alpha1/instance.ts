@@ -142,6 +142,8 @@ export const instanceKind = defineKind({
     { name: 'IP', type: 'string', jsonPath: '.status.interfaces[0].ipAddress' },
     ageColumn,
   ],
+  // The serial console, through the hub to the agent of the Instance's Host.
+  connectSubresources: ['console'],
 });
 
 export const instanceSchema = instanceKind.schema;

@@ -49,7 +49,7 @@ describe('aggregated discovery', () => {
     assert.equal(instances?.scope, 'Namespaced');
     assert.deepEqual(
       instances?.subresources.map((s) => s.subresource),
-      ['status'],
+      ['status', 'console'],
     );
     assert.equal(loam?.versions[0]?.resources.find((r) => r.resource === 'hosts')?.scope, 'Cluster');
     const core = aggregatedDiscovery('/api', servedKinds, 'v2') as DiscoveryList;

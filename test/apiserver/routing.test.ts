@@ -49,6 +49,13 @@ describe('apiserver routing', () => {
       '/apis/coordination.k8s.io/v1/namespaces/kube-system/leases',
       { kind: 'Lease', verb: 'list', namespace: 'kube-system' },
     ],
+    [
+      'GET',
+      '/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console',
+      { kind: 'Instance', verb: 'get', namespace: 'dev', name: 'web', subresource: 'console' },
+    ],
+    ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/networks/lab/console', 'other'], // Instances only
+    ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console/x', 'other'],
     ['GET', '/apis/loam.dev/v1alpha1/instances/web', 'other'], // a namespaced item needs its namespace
     ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/hosts', 'other'], // hosts are cluster-scoped
     ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/secrets/s/status', 'other'],
@@ -82,5 +89,18 @@ describe('apiserver routing', () => {
         ),
       /does not allow this method/,
     );
+    // A connect subresource is read (GET, upgraded to a WebSocket) and nothing else.
+    for (const method of ['POST', 'PUT', 'PATCH', 'DELETE']) {
+      assert.throws(
+        () =>
+          routeRequest(
+            method,
+            new URL('https://loam/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console'),
+            servedKinds,
+          ),
+        /does not allow this method/,
+        method,
+      );
+    }
   });
 });

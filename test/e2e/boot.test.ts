@@ -2,19 +2,22 @@
  * A real boot, end to end: `loam up` with this machine's libvirt agent on `qemu:///system`, and
  * `kubectl apply` of an Instance that boots a Debian kernel with a busybox initramfs (both built
  * from installed Debian packages, served over loopback HTTP) as a direct-kernel domain under QEMU
- * (TCG here: no KVM). The Instance reaches Running, the guest's marker appears in its console log,
- * and `kubectl delete` removes the domain and its files.
+ * (TCG here: no KVM). The Instance reaches Running, the guest's marker appears in its console log
+ * and through `loam console` (the real CLI, waiting from the apply to attach as soon as the
+ * Instance runs), whose typing the guest's tty echoes, and `kubectl delete` removes the domain and its files.
  *
  * It needs a system libvirtd (hack/libvirtd.ts starts one when none answers) and the
  * packages hack/install-deps.sh installs; a missing one fails the test with its name, never skips it.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { bootMarker, buildGuest, type Guest } from '../../hack/guest.js';
 import { ensureLibvirtd, virsh } from '../../hack/libvirtd.js';
+import { ConsoleProcess } from '../harness/console.js';
 import { kubectl } from '../harness/kubectl.js';
 import { LoamProcess } from '../harness/loam.js';
 import { tempDir } from '../harness/plane.js';
@@ -28,6 +31,7 @@ describe('a real boot: loam up on qemu:///system, a direct-kernel Instance', fun
   let guest: Guest;
   let files: Server;
   let loam: LoamProcess | undefined;
+  let attached: ConsoleProcess | undefined;
 
   before(async () => {
     await ensureLibvirtd();
@@ -44,6 +48,7 @@ describe('a real boot: loam up on qemu:///system, a direct-kernel Instance', fun
   });
 
   after(async () => {
+    attached?.kill();
     await loam?.stop();
     await removeDomain();
     files?.close();
@@ -77,6 +82,9 @@ spec:
     const appliedAt = Date.now();
     const applied = await k.run(['apply', '-f', '-'], { input: manifest });
     assert.equal(applied.code, 0, applied.stderr);
+    // Now, waiting for the Instance to run: the pty passes on only what the guest prints while
+    // someone reads it (the log keeps everything), and the guest prints its marker once.
+    attached = ConsoleProcess.start('default/boot', loam.kubeconfig, ['--wait', '2m']);
 
     let status = '';
     await pollUntil(
@@ -132,6 +140,13 @@ spec:
         `(apply -> marker ${((markerAt - appliedAt) / 1000).toFixed(1)} s): ` +
         (logged.split('\n').find((line) => line.includes(bootMarker)) ?? '').trim(),
     );
+    // The same line through `loam console`; what is typed reaches the guest, whose tty echoes it.
+    await attached.waitFor(bootMarker, 60_000);
+    assert.match(attached.stdout, new RegExp(`${bootMarker} \\d+\\.\\d+\\.\\d+-\\S+`));
+    const typed = `loam-console-${randomBytes(4).toString('hex')}`;
+    attached.write(`${typed}\r`);
+    await attached.waitFor(typed, 30_000);
+    assert.equal(await attached.detach(), 0, attached.stderr);
 
     const deleted = await k.run(['delete', 'instance', 'boot', '--timeout=60s']);
     assert.equal(deleted.code, 0, deleted.stderr);

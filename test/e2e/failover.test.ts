@@ -13,6 +13,7 @@ import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js'
 import { leaderLease } from '../../controllers/up.js';
 import type { Instance } from '../../crds/v1alpha1/index.js';
 import type { TestAgent } from '../agents/hub-double.js';
+import { ConsoleProcess } from '../harness/console.js';
 import { EtcdServer } from '../harness/etcd.js';
 import { joinAgent } from '../harness/join.js';
 import { LoamProcess } from '../harness/loam.js';
@@ -90,6 +91,11 @@ describe('two control planes, the leader killed', function () {
     const coordination = kcA.makeApiClient(k8s.CoordinationV1Api);
     const leader = (await coordination.readNamespacedLease(leaderLease)).spec?.holderIdentity ?? '';
     const [dead, survivorDir] = leader.includes(`_${first.pid}_`) ? [first, 'b'] : [second, 'a'];
+    // A console goes through the hub, which only the leader runs: the other one says so.
+    const standby = dead === first ? second : first;
+    const refused = ConsoleProcess.start('default/before', standby.kubeconfig);
+    assert.equal(await refused.exited(), 1, refused.stderr);
+    assert.match(refused.stderr, /^loam: cannot open the console .*does not run the agent hub now/);
     await dead.kill();
     const killedAt = Date.now();
     // Work applied while no leader runs, through the other control plane's API.

@@ -1,7 +1,7 @@
 /** Runs the real kubectl binaries (1.27–1.33 ship in the Cloud SDK directory), bounded in time. */
 import { spawn } from 'node:child_process';
 
-const kubectlDir = '/usr/lib/google-cloud-sdk/bin';
+export const kubectlDir = '/usr/lib/google-cloud-sdk/bin';
 
 export interface KubectlResult {
   code: number;
