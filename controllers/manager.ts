@@ -14,6 +14,7 @@ import {
   routerKind,
   wireguardPeerKind,
 } from '../crds/v1alpha1/index.js';
+import { HostController } from './host/controller.js';
 import type { Hub } from './hub/hub.js';
 import { InstanceController } from './instance/controller.js';
 import { NetworkController } from './network/controller.js';
@@ -97,13 +98,29 @@ export async function startControllers(options: ControllerManagerOptions): Promi
       registry,
     });
     const routerController = new RouterController({ routers, networks, writer, logger, registry });
-    const controllers = [instanceController, networkController, peerController, routerController];
+    const hostController = new HostController({
+      hosts,
+      instances,
+      agents,
+      writer,
+      events: new EventRecorder(kubeConfig, 'loam-host-controller', logger),
+      logger,
+      registry,
+    });
+    const controllers = [
+      instanceController,
+      networkController,
+      peerController,
+      routerController,
+      hostController,
+    ];
     for (const controller of controllers) controller.start();
     // Everything cached is queued by the informers' initial adds; nothing is missed.
     for (const instance of instances.list()) instanceController.enqueue(instance);
     for (const network of networks.list()) networkController.enqueue(network);
     for (const peer of peers.list()) peerController.enqueue(peer);
     for (const router of routers.list()) routerController.enqueue(router);
+    for (const host of hosts.list()) hostController.enqueue(host);
     // The peers of labelled Secrets too: a Secret whose peer went while no leader ran is removed.
     for (const secret of secrets.list()) {
       const peer = secret.metadata?.labels?.[peerLabel];

@@ -1,9 +1,10 @@
 /**
  * What the controllers know of the agents, through the hub: which agents have a session, what
  * each last reported of the objects it runs (its inventory at every connect, inventory changes,
- * job results), the jobs in flight per object, and the jobs an agent refused for good. Reconciles
- * read it; controllers subscribe to `change` to queue the objects a report concerns. It lives in
- * memory only: after a restart every agent's Hello reports its whole inventory again.
+ * job results), the objects each agent's inventory lists, the jobs in flight per object, and the
+ * jobs an agent refused for good. Reconciles read it; controllers subscribe to `change` to queue
+ * the objects a report concerns. It lives in memory only: after a restart every agent's Hello
+ * reports its whole inventory again.
  */
 import { EventEmitter } from 'node:events';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -69,6 +70,8 @@ export interface AgentStateEvents {
   change: [ref: ObjectRef];
   /** An agent connected or disconnected. */
   agent: [agent: AgentRef, connected: boolean];
+  /** The objects an agent's inventory lists changed. */
+  inventory: [agent: AgentRef];
 }
 
 const permanentCodes = new Set<number>([
@@ -109,6 +112,12 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
   private readonly rejections = new Map<ObjectKey, Map<string, JobFailure>>();
   /** Per object, the latest retryable failure per agent and job type, until one succeeds. */
   private readonly failures = new Map<ObjectKey, Map<string, JobFailure>>();
+  /**
+   * Per agent key, the objects its inventory lists (with their uids), apart from the observations,
+   * which are forgotten once an object is gone from the API: what an agent still runs for an
+   * object that is gone (an orphaned domain) stays listed until the agent says it is gone.
+   */
+  private readonly inventories = new Map<string, { agent: AgentRef; refs: Map<ObjectKey, ResourceRef> }>();
 
   constructor(
     private readonly hub: Hub,
@@ -123,11 +132,27 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
         if (!present.has(key) && byAgent.has(agentKey(agent))) this.forget(key, agent);
       }
       for (const resource of inventory) this.record(resource.ref ?? emptyRef, agent, resource.observedJson);
+      const refs = inventory.map((resource) => resource.ref ?? emptyRef);
+      this.inventories.set(agentKey(agent), {
+        agent,
+        refs: new Map(refs.map((ref) => [resourceKey(ref), ref])),
+      });
+      this.emit('inventory', agent);
       this.emit('agent', agent, true);
     });
     hub.on('inventory', ({ agent, upserted, removed }) => {
       for (const resource of upserted) this.record(resource.ref ?? emptyRef, agent, resource.observedJson);
       for (const ref of removed) this.forget(resourceKey(ref), agent);
+      const listed = this.inventories.get(agentKey(agent))?.refs;
+      if (!listed) return;
+      let changed = false;
+      for (const { ref = emptyRef } of upserted) {
+        const key = resourceKey(ref);
+        changed ||= listed.get(key)?.uid !== ref.uid;
+        listed.set(key, ref);
+      }
+      for (const ref of removed) changed = listed.delete(resourceKey(ref)) || changed;
+      if (changed) this.emit('inventory', agent);
     });
     hub.on('lifecycle', ({ event }) => {
       if (event.resource) this.emitChange(resourceKey(event.resource));
@@ -146,6 +171,18 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
   /** Whether `agent` said Hello since this process started, so a missing observation means absent. */
   hasReported(agent: AgentRef): boolean {
     return this.reported.has(agentKey(agent));
+  }
+
+  /** What `agent` runs, as its inventory says; undefined until it said Hello since this process started. */
+  inventory(agent: AgentRef): ResourceRef[] | undefined {
+    const listed = this.inventories.get(agentKey(agent));
+    return listed && [...listed.refs.values()];
+  }
+
+  /** The agents whose inventory lists the object. */
+  listing(ref: ObjectRef): AgentRef[] {
+    const key = refKey(ref);
+    return [...this.inventories.values()].filter(({ refs }) => refs.has(key)).map(({ agent }) => agent);
   }
 
   /** What `agent` last reported of the object. */
@@ -264,11 +301,15 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
         (result) => {
           if (result.code === grpcStatus.OK) {
             outcome(this.failures);
-            this.store(key, {
+            const observation: Observation = {
               agent: job.agent,
               uid: job.object.metadata.uid ?? '',
               observed: parseObserved(result.observedJson),
-            });
+            };
+            this.store(key, observation);
+            // Its removal from the inventory may be reported later (by polling), after the object
+            // is gone from the API: it must not look like something left behind meanwhile.
+            if (recordsDeletion(observation)) this.unlist(job.agent, key, observation.uid);
             settle();
           } else if (permanentCodes.has(result.code)) {
             log.warn({ code: result.code, message: result.message }, 'agent refused the job');
@@ -287,6 +328,13 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
           settle();
         },
       );
+  }
+
+  private unlist(agent: AgentRef, key: ObjectKey, uid: string): void {
+    const listed = this.inventories.get(agentKey(agent))?.refs;
+    if (listed?.get(key)?.uid !== uid) return;
+    listed.delete(key);
+    this.emit('inventory', agent);
   }
 
   private record(ref: ResourceRef, agent: AgentRef, observedJson: Uint8Array): void {

@@ -10,6 +10,15 @@ const resourcesSchema = z.object({
   memory: quantity(),
 });
 
+/** Most orphaned domains a Host's status lists (the loam_host_orphaned_domains gauge counts them all). */
+export const maxOrphanedDomains = 100;
+
+export const orphanedDomainSchema = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  uid: z.string(),
+});
+
 export const hostSpecSchema = z.object({
   unschedulable: z.boolean().default(false).describe('Place no new Instances here (kubectl cordon).'),
 });
@@ -31,6 +40,13 @@ export const hostStatusSchema = statusSchema({
     })
     .optional(),
   heartbeatTime: timestamp().optional(),
+  orphanedDomains: z
+    .array(orphanedDomainSchema)
+    .max(maxOrphanedDomains)
+    .optional()
+    .describe(
+      'Domains with Loam metadata on this host that no Instance wants (no Instance of that namespace, name and uid), sorted; Loam never removes them by itself.',
+    ),
 });
 
 export const hostKind = defineKind({
@@ -53,3 +69,4 @@ export const hostSchema = hostKind.schema;
 export type Host = z.infer<typeof hostSchema>;
 export type HostSpec = z.infer<typeof hostSpecSchema>;
 export type HostStatus = z.infer<typeof hostStatusSchema>;
+export type OrphanedDomain = z.infer<typeof orphanedDomainSchema>;

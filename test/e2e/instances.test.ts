@@ -5,8 +5,10 @@
  * finalizer, and restarts of the agent and of the control plane while a job is in flight.
  */
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import type { Driver } from '../../agents/runtime/driver.js';
 import { placeholderDriver } from '../../agents/runtime/placeholder-driver.js';
@@ -14,8 +16,9 @@ import { gate } from '../../agents/runtime/testing/driver.js';
 import { RecordingHypervisor } from '../../agents/runtime/testing/recording-hypervisor.js';
 import { createBootstrapToken } from '../../controllers/pki/bootstrap-tokens.js';
 import type { ControlPlane } from '../../controllers/up.js';
-import type { Instance } from '../../crds/v1alpha1/index.js';
+import type { Host, Instance } from '../../crds/v1alpha1/index.js';
 import type { TestAgent } from '../agents/hub-double.js';
+import { apiClient } from '../harness/https.js';
 import { joinAgent } from '../harness/join.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 import { freePort, pollUntil } from '../harness/poll.js';
@@ -435,5 +438,131 @@ describe('Instances end to end, with a recording hypervisor', function () {
     });
     const waited = await phaseOf('tiny-4', 'Running');
     assert.equal(waited.status?.interfaces?.[0]?.ipAddress, held.status?.interfaces?.[0]?.ipAddress);
+  });
+
+  it('reports Loam domains no Instance wants as orphans of their Host, and never deletes them', async () => {
+    const stateFile = join(dir, 'hv4-domains.json');
+    // A domain with the Loam metadata of an Instance that never existed here.
+    const ghost = { kind: 'Instance', namespace: 'default', name: 'ghost', uid: randomUUID() };
+    const observed = { state: 'running', generation: 1, interfaces: [] };
+    writeFileSync(stateFile, JSON.stringify([{ ref: ghost, observed }]));
+    const hypervisor = () =>
+      new RecordingHypervisor({
+        stateFile,
+        capacity: { cpus: 4, memory: '8Gi' },
+        reserved: { cpus: 1, memory: '1Gi' },
+      });
+    let hv4 = await startHypervisor('hv4', hypervisor());
+    let host: Host | undefined;
+    const hostShows = (what: string, check: (host: Host) => boolean) =>
+      pollUntil(
+        async () => {
+          host = (await api.getClusterCustomObject({ ...group, plural: 'hosts', name: 'hv4' })) as Host;
+          return check(host);
+        },
+        { timeoutMs: 10_000, what: () => `Host hv4 to show ${what}: ${JSON.stringify(host?.status)}` },
+      );
+    const orphans = (...names: string[]) =>
+      hostShows(`the orphans ${names.join(', ')}`, (h) =>
+        isDeepStrictEqual(
+          h.status?.orphanedDomains?.map((d) => d.name),
+          names.length > 0 ? names : undefined,
+        ),
+      );
+    await hostShows('capacity and allocatable', (h) =>
+      isDeepStrictEqual(
+        { capacity: h.status?.capacity, allocatable: h.status?.allocatable },
+        { capacity: { cpus: 4, memory: '8Gi' }, allocatable: { cpus: 3, memory: '7340032Ki' } },
+      ),
+    );
+    await orphans('ghost');
+    assert.deepEqual(host?.status?.orphanedDomains, [
+      { namespace: 'default', name: 'ghost', uid: ghost.uid },
+    ]);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    let warnings: string[] = [];
+    const warnedOf = (...names: string[]) =>
+      pollUntil(
+        async () => {
+          const events = await core.listNamespacedEvent({
+            namespace: 'default',
+            fieldSelector: 'involvedObject.kind=Host,involvedObject.name=hv4,reason=OrphanedDomain',
+          });
+          warnings = events.items.map((e) => `${e.type} ${e.message}`);
+          return names.every((name) =>
+            warnings.some((w) => w.startsWith('Warning') && w.includes(`default/${name} `)),
+          );
+        },
+        {
+          timeoutMs: 10_000,
+          what: () => `OrphanedDomain Events for ${names.join(', ')}: ${warnings.join('; ')}`,
+        },
+      );
+    await warnedOf('ghost');
+
+    // Instances made and deleted the ordinary way are never taken for orphans.
+    for (const name of ['kept', 'brief']) {
+      await api.createNamespacedCustomObject({
+        ...group,
+        plural: 'instances',
+        namespace: 'default',
+        body: instance(name, { host: 'hv4' }),
+      });
+    }
+    const kept = await phaseOf('kept', 'Running');
+    await phaseOf('brief', 'Running');
+    await api.deleteNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      name: 'brief',
+    });
+    await pollUntil(async () => (await get('brief')) === undefined, {
+      timeoutMs: 20_000,
+      what: 'brief to go',
+    });
+
+    // Its Host unreachable, an Instance deleted with its finalizer removed by hand leaves its domain.
+    await hv4.agent.stop();
+    agents.splice(agents.indexOf(hv4), 1);
+    await pollUntil(() => plane?.controllers?.agents.connected('libvirt').has('hv4') === false, {
+      timeoutMs: 10_000,
+      what: 'the hub to see hv4 go',
+    });
+    await api.deleteNamespacedCustomObject({
+      ...group,
+      plural: 'instances',
+      namespace: 'default',
+      name: 'kept',
+    });
+    await api.patchNamespacedCustomObject(
+      {
+        ...group,
+        plural: 'instances',
+        namespace: 'default',
+        name: 'kept',
+        body: [{ op: 'remove', path: '/metadata/finalizers' }],
+      },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch),
+    );
+    await pollUntil(async () => (await get('kept')) === undefined, { timeoutMs: 20_000, what: 'kept to go' });
+    hv4 = await startHypervisor('hv4', hypervisor());
+    await orphans('ghost', 'kept');
+    assert.equal(host?.status?.orphanedDomains?.[1]?.uid, kept.metadata.uid);
+    await warnedOf('ghost', 'kept');
+    assert.equal(warnings.length, 2, `one Event per orphan: ${warnings.join('; ')}`);
+    assert.deepEqual(
+      hv4.driver.jobs.map((job) => job.type),
+      [],
+      'nothing asked of the agent: no instance.delete for an orphan',
+    );
+    assert.deepEqual([...hv4.driver.running().keys()].sort(), ['default/ghost', 'default/kept']);
+    const metrics = await apiClient(plane?.kubeconfigPath ?? '')('GET', '/metrics');
+    assert.match(metrics.text, /^loam_host_orphaned_domains\{host="hv4"\} 2$/m);
+
+    // Removed on the host (virsh destroy and undefine), they are gone from the Host too.
+    hv4.driver.remove(ghost.uid);
+    hv4.driver.remove(kept.metadata.uid ?? '');
+    await orphans();
   });
 });

@@ -11,6 +11,9 @@ import { rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import YAML from 'yaml';
+import { parseQuantity } from '../../crds/quantity.js';
+import type { Host } from '../../crds/v1alpha1/index.js';
 import { kubectl } from '../harness/kubectl.js';
 import { LoamProcess } from '../harness/loam.js';
 import { tempDir } from '../harness/plane.js';
@@ -77,6 +80,17 @@ spec:
       { timeoutMs: 45_000, what: () => `the Instance to run (kubectl get: ${shown.trim()})` },
     );
     assert.match(shown, /10\.20\.0\.\d+/, 'kubectl get shows its address');
+
+    // The Host keeps 512Mi of memory for itself by default (--reserved-memory), no cpus.
+    const hosts = await k.run(['get', 'hosts', '-o', 'yaml']);
+    assert.equal(hosts.code, 0, hosts.stderr);
+    const status = (YAML.parse(hosts.stdout) as { items: Host[] }).items[0]?.status;
+    assert.equal(status?.allocatable?.cpus, status?.capacity?.cpus);
+    assert.equal(
+      parseQuantity(status?.capacity?.memory ?? 0) - parseQuantity(status?.allocatable?.memory ?? 0),
+      512n * 1024n * 1024n,
+      hosts.stdout,
+    );
 
     const deleted = await k.run(['delete', 'instance', 'hello', '--timeout=30s']);
     assert.equal(deleted.code, 0, deleted.stderr);

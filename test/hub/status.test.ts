@@ -10,10 +10,39 @@ describe('agent status', () => {
     capabilities: ['kvm', 'vxlan'],
     facts: { hostname: 'hv1', arch: 'x86_64', cpus: '8', memory: '32Gi', unknown: 'dropped' },
     inventory: [],
+    conditions: [],
   };
   const connected = { connected: true as const, hello };
+  const withFacts = (facts: Record<string, string>) => ({
+    connected: true as const,
+    hello: { ...hello, facts: { ...hello.facts, ...facts } },
+  });
+  const libvirtDown = {
+    type: 'LibvirtReachable',
+    status: 'False',
+    reason: 'LibvirtUnreachable',
+    message: 'cannot reach libvirt at qemu:///system: virsh version: failed to connect. Start libvirtd',
+    required: true,
+  };
+  const libvirtUp = {
+    ...libvirtDown,
+    status: 'True',
+    reason: 'Connected',
+    message: 'libvirt 9.0.0 at qemu:///system',
+  };
+  // Not required: a Host without KVM runs instances with TCG.
+  const kvmSlow = {
+    type: 'KVMUsable',
+    status: 'False',
+    reason: 'KVMTooSlow',
+    message: 'slow',
+    required: false,
+  };
+  // Dropped: an agent cannot set Ready, nor write what a condition cannot hold.
+  const bogus = { type: 'Ready', status: 'True', reason: 'Fine', message: '', required: false };
+  const check = ({ required: _, ...condition }: typeof libvirtDown) => condition;
   const ready = (
-    status: 'True' | 'Unknown',
+    status: 'True' | 'False' | 'Unknown',
     reason: string,
     message: string,
     at = '2025-01-01T12:00:00Z',
@@ -48,6 +77,24 @@ describe('agent status', () => {
       name: 'a new Host whose agent connects',
       current: undefined,
       observed: connected,
+      next: connectedStatus,
+    },
+    {
+      name: 'a Host whose agent keeps some of it for itself (allocatable)',
+      current: undefined,
+      observed: withFacts({ allocatableCpus: '7', allocatableMemory: '31Gi' }),
+      next: { ...connectedStatus, allocatable: { cpus: 7, memory: '31Gi' } },
+    },
+    {
+      name: 'a Host whose agent reports a negative allocatable (left out)',
+      current: undefined,
+      observed: withFacts({ allocatableCpus: '-1', allocatableMemory: '-1Gi' }),
+      next: connectedStatus,
+    },
+    {
+      name: 'a Host whose agent reports more allocatable than capacity (left out)',
+      current: undefined,
+      observed: withFacts({ allocatableCpus: '8', allocatableMemory: '33Gi' }),
       next: connectedStatus,
     },
     {
@@ -89,6 +136,64 @@ describe('agent status', () => {
           'agent disconnected and did not reconnect within 40s',
           '2025-01-01T12:00:40Z',
         ),
+      },
+    },
+    {
+      name: 'an agent whose libvirt does not answer (not Ready: the failing check says why)',
+      current: connectedStatus,
+      observed: { ...connected, conditions: [libvirtDown, kvmSlow, bogus] },
+      at: new Date('2025-01-01T12:00:10Z'),
+      next: {
+        ...connectedStatus,
+        heartbeatTime: '2025-01-01T12:00:10Z',
+        conditions: [
+          ...ready(
+            'False',
+            'LibvirtUnreachable',
+            `agent 0.1.0 connected, but LibvirtReachable is False: ${libvirtDown.message}`,
+            '2025-01-01T12:00:10Z',
+          ),
+          { ...check(libvirtDown), lastTransitionTime: '2025-01-01T12:00:10Z' },
+          { ...check(kvmSlow), lastTransitionTime: '2025-01-01T12:00:10Z' },
+        ],
+      },
+    },
+    {
+      name: 'an agent whose libvirt answers again (Ready; the checks keep their history)',
+      current: {
+        ...connectedStatus,
+        conditions: [
+          ...ready('False', 'LibvirtUnreachable', 'down', '2025-01-01T12:00:10Z'),
+          { ...check(libvirtDown), lastTransitionTime: '2025-01-01T12:00:10Z' },
+          { ...check(kvmSlow), lastTransitionTime: '2025-01-01T12:00:10Z' },
+        ],
+      },
+      observed: { ...connected, conditions: [libvirtUp, kvmSlow] },
+      at: new Date('2025-01-01T12:00:20Z'),
+      next: {
+        ...connectedStatus,
+        heartbeatTime: '2025-01-01T12:00:20Z',
+        conditions: [
+          ...ready('True', 'AgentConnected', 'agent 0.1.0 connected', '2025-01-01T12:00:20Z'),
+          { ...check(libvirtUp), lastTransitionTime: '2025-01-01T12:00:20Z' },
+          { ...check(kvmSlow), lastTransitionTime: '2025-01-01T12:00:10Z' },
+        ],
+      },
+    },
+    {
+      name: 'checks from the Hello, before any other report',
+      current: undefined,
+      observed: { connected: true, hello: { ...hello, conditions: [libvirtDown] } },
+      next: {
+        ...connectedStatus,
+        conditions: [
+          ...ready(
+            'False',
+            'LibvirtUnreachable',
+            `agent 0.1.0 connected, but LibvirtReachable is False: ${libvirtDown.message}`,
+          ),
+          { ...check(libvirtDown), lastTransitionTime: '2025-01-01T12:00:00Z' },
+        ],
       },
     },
     {

@@ -8,7 +8,15 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { status } from '@grpc/grpc-js';
 import type { InstanceJobObject, ObservedInstance } from '../../../controllers/instance/reconcile.js';
-import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome } from '../driver.js';
+import { allocatableFacts, type Reserved } from '../../libvirt/reserved.js';
+import {
+  type AgentJob,
+  type Driver,
+  type DriverEvents,
+  hostCapacity,
+  type InventoryItem,
+  type JobOutcome,
+} from '../driver.js';
 
 interface Domain {
   ref: { kind: string; namespace: string; name: string; uid: string };
@@ -26,15 +34,20 @@ export class RecordingHypervisor implements Driver {
 
   private readonly stateFile: string | undefined;
   private readonly capacity: { cpus: number; memory: string } | undefined;
+  private readonly reserved: Reserved | undefined;
 
   /**
    * `stateFile`: where domains are kept across restarts of the agent (memory only without it);
-   * `capacity`: what the Host reports instead of this machine's cpus and memory.
+   * `capacity`: what the Host reports instead of this machine's cpus and memory; `reserved`: what
+   * it keeps for itself, reported as allocatable as the libvirt driver does (none without).
    */
-  constructor(options: { stateFile?: string; capacity?: { cpus: number; memory: string } } = {}) {
+  constructor(
+    options: { stateFile?: string; capacity?: { cpus: number; memory: string }; reserved?: Reserved } = {},
+  ) {
     const { stateFile } = options;
     this.stateFile = stateFile;
     this.capacity = options.capacity;
+    this.reserved = options.reserved;
     if (stateFile && existsSync(stateFile)) {
       for (const domain of JSON.parse(readFileSync(stateFile, 'utf8')) as Domain[]) {
         this.domains.set(domain.ref.uid, domain);
@@ -44,7 +57,8 @@ export class RecordingHypervisor implements Driver {
 
   async facts(): Promise<Record<string, string>> {
     const capacity = this.capacity && { cpus: String(this.capacity.cpus), memory: this.capacity.memory };
-    return { driver: 'recording', ...capacity };
+    const allocatable = this.reserved && allocatableFacts(capacity ?? hostCapacity(), this.reserved);
+    return { driver: 'recording', ...capacity, ...allocatable };
   }
 
   async start(events: DriverEvents): Promise<void> {
@@ -67,6 +81,15 @@ export class RecordingHypervisor implements Driver {
     domain.observed = { ...domain.observed, state };
     this.save();
     this.events?.inventoryChanged({ upserted: [{ ref: domain.ref, observed: domain.observed }] });
+  }
+
+  /** Removes a domain behind the controller's back, as a person with virsh would, and reports it. */
+  remove(uid: string): void {
+    const domain = this.domains.get(uid);
+    if (!domain) throw new Error(`no domain ${uid}`);
+    this.domains.delete(uid);
+    this.save();
+    this.events?.inventoryChanged({ removed: [domain.ref] });
   }
 
   async handle(job: AgentJob): Promise<JobOutcome> {

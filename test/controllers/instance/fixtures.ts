@@ -37,8 +37,10 @@ export interface HostOptions {
   ready?: 'True' | 'Unknown' | undefined;
   unschedulable?: boolean;
   labels?: Record<string, string>;
-  /** Report capacity only, as the hub does today. */
+  /** Report capacity only, as the hub does for an agent that reports no allocatable. */
   capacityOnly?: boolean;
+  /** Allocatable below capacity, as a Host that keeps some for itself reports it. */
+  allocatable?: { cpus: number; memory: string };
 }
 
 /**
@@ -77,7 +79,7 @@ export function host(name: string, options: HostOptions = {}): Host {
       spec: { unschedulable: options.unschedulable ?? false },
       status: {
         capacity: resources,
-        ...(options.capacityOnly ? {} : { allocatable: resources }),
+        ...(options.capacityOnly ? {} : { allocatable: options.allocatable ?? resources }),
         conditions: readyConditions(ready),
       },
     }),
