@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -27,13 +28,17 @@ import type {
   InventoryItem,
   JobOutcome,
   ResourceRef,
+  StreamRequest,
 } from '../runtime/driver.js';
+import { hostCapacity } from '../runtime/driver.js';
 import { ArtifactCache } from './artifacts.js';
+import { Consoles } from './console.js';
 import { type DomainFacts, type DomainInputs, type DomainType, parseDomainXml } from './domain-xml.js';
 import { bridgeName, type HostNetworkSettings, HostNetworks } from './host-network.js';
 import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from './hypervisor.js';
 import { DomainJobs, type ObservedDomain } from './jobs.js';
-import { preflight } from './preflight.js';
+import { type PreflightCondition, preflight, recheck } from './preflight.js';
+import { type AllocatableFacts, allocatableFacts, defaultReserved, type Reserved } from './reserved.js';
 import { buildSeedIso, seedFiles } from './seed.js';
 import {
   type InstanceMetric,
@@ -63,6 +68,10 @@ export interface LibvirtDriverOptions {
   shutdownTimeoutMs?: number;
   /** The host's bridges for network.attach and network.detach; without, those jobs are refused. */
   networks?: HostNetworks;
+  /** The preflight checks worth repeating (recheck), reported as the Host's conditions. */
+  checks?: () => Promise<PreflightCondition[]>;
+  /** Reported with the facts (reserved.ts); without, the Host's allocatable is its capacity. */
+  allocatable?: AllocatableFacts;
 }
 
 const qemuImgTimeoutMs = 60_000;
@@ -82,12 +91,18 @@ export class LibvirtDriver implements Driver {
   private readonly logger: Logger;
   private readonly eventPollMs: number;
   private readonly networks: HostNetworks | undefined;
+  private readonly checks: (() => Promise<PreflightCondition[]>) | undefined;
+  private readonly allocatable: AllocatableFacts | undefined;
   /** Domain name -> Instance, for the domains seen so far: a removed domain can no longer be asked. */
   private readonly refs = new Map<string, ResourceRef>();
+  /** The domains last listed, reported while libvirt does not answer. */
+  private lastDomains: InventoryItem[] = [];
   private watcher?: { abort: AbortController; done: Promise<void> };
+  private readonly consoles: Consoles;
 
   constructor(options: LibvirtDriverOptions) {
     this.hypervisor = options.hypervisor;
+    this.consoles = new Consoles({ hypervisor: options.hypervisor, logger: options.logger });
     this.jobs = new DomainJobs(options.hypervisor, { shutdownTimeoutMs: options.shutdownTimeoutMs });
     this.storageDir = options.storageDir;
     this.artifacts = options.artifacts;
@@ -95,22 +110,45 @@ export class LibvirtDriver implements Driver {
     this.logger = options.logger;
     this.eventPollMs = options.eventPollMs ?? 2_000;
     this.networks = options.networks;
+    this.checks = options.checks;
+    this.allocatable = options.allocatable;
     this.capabilities = [
       options.domainType === 'kvm' ? 'kvm' : 'tcg',
       ...(this.networks?.capabilities ?? []),
     ];
   }
 
+  /** Without libvirtVersion while libvirt does not answer: the Host's LibvirtReachable says why. */
   async facts(): Promise<Record<string, string>> {
-    const version = await this.hypervisor.version();
-    return { libvirtVersion: version.library, domainType: this.domainType };
+    const version = await this.hypervisor.version().catch((err: unknown) => {
+      if (isLoamError(err, 'Unavailable')) return undefined;
+      throw err;
+    });
+    return {
+      ...(version ? { libvirtVersion: version.library } : {}),
+      domainType: this.domainType,
+      ...this.allocatable,
+    };
   }
 
+  /**
+   * While libvirt does not answer, the domains last listed: the agent still connects, and its
+   * Host, not Ready, says why (conditions), so nothing is decided on a list that may be stale.
+   */
   async inventory(): Promise<InventoryItem[]> {
-    const domains = (await this.jobs.inventory())
-      .filter(({ status }) => !startingUp(status))
-      .map(({ status, facts }) => this.item(status, facts));
-    return [...domains, ...((await this.networks?.inventory()) ?? [])];
+    try {
+      this.lastDomains = (await this.jobs.inventory())
+        .filter(({ status }) => !startingUp(status))
+        .map(({ status, facts }) => this.item(status, facts));
+    } catch (err) {
+      if (!isLoamError(err, 'Unavailable')) throw err;
+      this.logger.warn({ err }, 'libvirt does not answer; reporting the domains last listed');
+    }
+    return [...this.lastDomains, ...((await this.networks?.inventory()) ?? [])];
+  }
+
+  async conditions(): Promise<PreflightCondition[]> {
+    return (await this.checks?.()) ?? [];
   }
 
   async handle(job: AgentJob, signal: AbortSignal): Promise<JobOutcome> {
@@ -134,6 +172,11 @@ export class LibvirtDriver implements Driver {
       'MethodNotAllowed',
       `this libvirt agent makes no host bridges, so it does not run ${job.type} jobs`,
     );
+  }
+
+  /** The serial console of an Instance this agent runs (console.ts); no other kind of stream. */
+  openStream(request: StreamRequest): Duplex | undefined {
+    return request.kind === 'console' ? this.consoles.open(request.resource) : undefined;
   }
 
   async start(events: DriverEvents): Promise<void> {
@@ -540,17 +583,27 @@ export async function openLibvirtDriver(options: {
   logger: Logger;
   /** Where the host's Network segments go; sharedWithRouter when the local router makes the bridges. */
   network?: { settings: HostNetworkSettings; sharedWithRouter?: boolean };
+  /** What the host keeps for itself; the settings' defaults when not given (as under `loam up`). */
+  reserved?: Reserved;
 }): Promise<{ driver: LibvirtDriver; close: () => Promise<void> }> {
   const { uri, storageDir, logger, network } = options;
+  // Before anything is opened: a reservation that leaves nothing fails the start at once.
+  const allocatable = allocatableFacts(hostCapacity(), options.reserved ?? defaultReserved);
   const testDriver = uri.startsWith('test:');
   const hypervisor = new Virsh({ uri, session: testDriver });
   let domainType: DomainType = 'qemu';
+  let checks: (() => Promise<PreflightCondition[]>) | undefined;
   if (!testDriver) {
-    const checked = await preflight({ hypervisor, storageDir });
+    let checked = await preflight({ hypervisor, storageDir });
     domainType = checked.domainType;
     for (const condition of checked.conditions) {
       if (condition.status !== 'True') logger.warn({ preflight: condition }, condition.message);
     }
+    // Each Hello and heartbeat checks again what can change; the probes keep their answers.
+    checks = async () => {
+      checked = await recheck(checked, { hypervisor, storageDir });
+      return checked.conditions;
+    };
   }
   const artifacts = new ArtifactCache({ dir: join(storageDir, 'cache'), logger });
   const networks = network && new HostNetworks({ ...network, logger });
@@ -560,7 +613,9 @@ export async function openLibvirtDriver(options: {
     artifacts,
     domainType,
     logger,
+    allocatable,
     ...(networks ? { networks } : {}),
+    ...(checks ? { checks } : {}),
   });
   return { driver, close: () => hypervisor.close() };
 }

@@ -9,10 +9,11 @@
  * extra allowedIPs are routed to it.
  *
  * `table inet loam` is replaced in one `nft -f` transaction (declare, delete, define), so there
- * is never a moment without it. It lets a Network's devices reach the router only for DHCP, DNS,
- * ping and WireGuard; forwards between a Network's bridge and its WireGuard peers, and from the
- * bridge to the WAN when egress is allowed (masqueraded); and drops every other forward from or
- * to a Loam device, so tenants never reach each other or the router's other networks.
+ * is never a moment without it. It lets a Network's devices reach the router only at that
+ * Network's own addresses and only for DHCP, DNS, ping and WireGuard; forwards between a
+ * Network's bridge and its WireGuard peers, and from the bridge to the WAN when egress is allowed
+ * (masqueraded); and drops every other forward from or to a Loam device, so tenants never reach
+ * each other or the router's other networks.
  *
  * The WireGuard config is in `wg syncconf` form without a PrivateKey: the key is made on the
  * router, kept in privateKeyFile, and never leaves it.
@@ -215,6 +216,12 @@ function nftRuleset(model: RouterModel): string {
     ]),
     chain('from_tenant', [
       'ct state established,related accept',
+      // Each Network reaches only its own addresses on the router (and DHCP's broadcast): not
+      // another tenant's dnsmasq or the router's other addresses, which are local to it as well.
+      ...networks.map((network) => {
+        const own = [network.gateway, ...(network.wireguard ? [network.wireguard.address] : [])];
+        return `iifname ${nftSet(devices(network).map(quoted))} ip daddr != ${nftSet([...own, '255.255.255.255'])} drop`;
+      }),
       'udp dport { 53, 67 } accept comment "DNS, DHCP"',
       'tcp dport 53 accept comment "DNS"',
       'icmp type echo-request accept',

@@ -3,7 +3,8 @@
  * environment and file, stopped gracefully by SIGINT or SIGTERM (a second signal exits at once).
  * The libvirt role runs the libvirt driver; the network role runs the router driver --driver names:
  * linux, whose dnsmasq and WireGuard processes outlive the agent, so its Networks keep working while
- * it is stopped or restarted, or openwrt, which configures a router through its rpcd.
+ * it is stopped or restarted, or openwrt, which configures a router through its rpcd or, running on
+ * the router, its uci command.
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
@@ -12,7 +13,9 @@ import { type AgentRole, agentRoles } from '../../controllers/pki/certificates.j
 import { LoamError } from '../../crds/errors.js';
 import { openLibvirtDriver } from '../libvirt/driver.js';
 import { LinuxRouterDriver } from '../network/drivers/linux.js';
-import { OpenWrtRouterDriver, RpcdTransport } from '../network/drivers/openwrt.js';
+import { LocalUciTransport } from '../network/drivers/local-transport.js';
+import { OpenWrtRouterDriver } from '../network/drivers/openwrt.js';
+import { RpcdTransport } from '../network/drivers/rpcd-transport.js';
 import { defaultRouterSettings, type RouterSettings } from '../network/model.js';
 import { Agent } from './agent.js';
 import {
@@ -78,7 +81,18 @@ function networkDriver(config: AgentConfig, logger: Logger): Driver {
     stateDir: config.stateDir ?? defaults.stateDir,
   };
   const wireguardEndpoint = config.wireguardEndpoint ? { wireguardEndpoint: config.wireguardEndpoint } : {};
-  if (driver === 'linux') return new LinuxRouterDriver({ settings, ...wireguardEndpoint, logger });
+  if (driver === 'linux') {
+    const resyncMs = (config.resyncInterval ?? agentSettings.resyncInterval.default) * 1000;
+    return new LinuxRouterDriver({ settings, ...wireguardEndpoint, resyncMs, logger });
+  }
+  if (config.uciTransport === 'local') {
+    return new OpenWrtRouterDriver({
+      settings,
+      transport: new LocalUciTransport(),
+      ...wireguardEndpoint,
+      logger,
+    });
+  }
   let ca: string | undefined;
   if (config.rpcdCaFile !== undefined) {
     try {
@@ -113,6 +127,10 @@ async function runAgent(
           storageDir: config.storageDir ?? agentSettings.storageDir.default,
           logger,
           network: { settings: segmentSettings(config) },
+          reserved: {
+            cpus: config.reservedCpus ?? agentSettings.reservedCpus.default,
+            memory: config.reservedMemory ?? agentSettings.reservedMemory.default,
+          },
         })
       : { driver: networkDriver(config, logger), close: async () => {} };
   const agent = new Agent({ config, driver, logger, version });

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { AgentRole } from '../../controllers/pki/certificates.js';
 import { LoamError } from '../../crds/errors.js';
 import { dnsLabel, hostPort, networkHost } from '../../crds/formats.js';
+import { parseQuantity } from '../../crds/quantity.js';
 
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -57,6 +58,21 @@ export const agentSettings = {
     default: '/var/lib/loam-libvirt',
     roles: ['libvirt'],
   },
+  // As kubelet's --system-reserved: the host OS, libvirtd, QEMU's own overhead and this agent
+  // need memory that overcommitting would take from the guests; vCPUs share cores, so none are
+  // kept by default (a whole CPU would be half of a small host).
+  reservedCpus: {
+    value: 'n',
+    help: 'cpus the host keeps for itself: Instances are scheduled against its cpus minus these',
+    default: 0,
+    roles: ['libvirt'],
+  },
+  reservedMemory: {
+    value: 'quantity',
+    help: 'memory the host keeps for itself (host OS, libvirtd, QEMU overhead): Instances are scheduled against its memory minus this',
+    default: '512Mi',
+    roles: ['libvirt'],
+  },
   stateDir: {
     value: 'dir',
     help: 'where the Networks served, their WireGuard keys and the nftables, dnsmasq and WireGuard files go',
@@ -65,8 +81,13 @@ export const agentSettings = {
   },
   driver: {
     value: 'linux|openwrt',
-    help: 'how Networks are made real: linux (iproute2, nftables, dnsmasq, WireGuard on this machine) or openwrt (UCI through rpcd at --rpcd-url)',
+    help: 'how Networks are made real: linux (iproute2, nftables, dnsmasq, WireGuard on this machine) or openwrt (UCI, see --uci-transport)',
     default: 'linux',
+    roles: ['network'],
+  },
+  uciTransport: {
+    value: 'rpcd|local',
+    help: "openwrt: how UCI is reached: rpcd (the router's ubus JSON-RPC at --rpcd-url; the default) or local (the uci command, when the agent runs on the router)",
     roles: ['network'],
   },
   rpcdUrl: {
@@ -122,6 +143,12 @@ export const agentSettings = {
     help: "public name or address WireGuard clients dial, reported with each Network's port",
     roles: ['network'],
   },
+  resyncInterval: {
+    value: 'seconds',
+    help: 'linux: how often the router is checked against the Networks it serves, and repaired',
+    default: 60,
+    roles: ['network'],
+  },
 } as const satisfies Record<
   string,
   { value: string; help: string; default?: string | number; roles?: readonly AgentRole[] }
@@ -173,8 +200,13 @@ export interface AgentConfig {
   libvirtUri?: string;
   /** libvirt agents only; absolute. */
   storageDir?: string;
+  /** libvirt agents only: what the host keeps for itself (cpus, a quantity). */
+  reservedCpus?: number;
+  reservedMemory?: string;
   /** Network agents only, as the rest below. */
   driver?: 'linux' | 'openwrt';
+  /** openwrt only; rpcd when undefined. */
+  uciTransport?: 'rpcd' | 'local';
   rpcdUrl?: string;
   rpcdUser?: string;
   rpcdPasswordFile?: string;
@@ -189,6 +221,7 @@ export interface AgentConfig {
   vxlanGroup?: string;
   vxlanRemotes?: string[];
   wireguardEndpoint?: string;
+  resyncInterval?: number;
 }
 
 /** "host:port" or "[v6]:port" split; undefined when it is neither. */
@@ -219,6 +252,14 @@ function device() {
 
 function ipv4(message = 'must be an IPv4 address') {
   return z.string().refine((value) => isIP(value) === 4, message);
+}
+
+function reservedQuantity(value: string): boolean {
+  try {
+    return parseQuantity(value) >= 0n;
+  } catch {
+    return false;
+  }
 }
 
 function seconds() {
@@ -261,7 +302,19 @@ const schema = z
       .optional(),
     // Its paths go into domain XML, where libvirt takes only absolute ones.
     storageDir: z.string().refine(isAbsolute, 'must be an absolute path').optional(),
+    reservedCpus: z.coerce
+      .number({ error: 'must be a whole number of cpus' })
+      .int('must be a whole number of cpus')
+      .min(0, 'must not be negative')
+      .optional(),
+    // A number in the file, a string in a flag or variable: kept as a quantity string.
+    reservedMemory: z
+      .union([z.string(), z.number()])
+      .transform(String)
+      .refine(reservedQuantity, 'must be a quantity of 0 or more, such as 512Mi or 1Gi')
+      .optional(),
     driver: z.enum(['linux', 'openwrt'], { error: 'must be linux or openwrt' }).optional(),
+    uciTransport: z.enum(['rpcd', 'local'], { error: 'must be rpcd or local' }).optional(),
     rpcdUrl: z
       .string()
       .refine((value) => {
@@ -307,13 +360,14 @@ const schema = z
       .pipe(z.array(ipv4('must be IPv4 addresses, comma-separated')))
       .optional(),
     wireguardEndpoint: networkHost().optional(),
+    resyncInterval: seconds().optional(),
   })
   .refine((c) => c.backoffMax >= c.backoffInitial, {
     path: ['backoffMax'],
     message: 'must not be less than backoffInitial',
   })
   .superRefine((c, ctx) => {
-    if (c.driver !== 'openwrt') return;
+    if (c.driver !== 'openwrt' || c.uciTransport === 'local') return;
     for (const key of ['rpcdUrl', 'rpcdPasswordFile'] as const) {
       if (c[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'required by openwrt' });
     }

@@ -14,6 +14,7 @@ import type { CoreV1Api, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { type Host, type Instance, instanceKind, type Network } from '../../crds/v1alpha1/index.js';
+import { observedRouter } from '../network/controller.js';
 import type { AgentState, JobFailure, ObjectRef } from '../runtime/agent-state.js';
 import { type Cache, objectKey, type ReconcileResult } from '../runtime/controller.js';
 import { ObjectController } from '../runtime/object-controller.js';
@@ -50,6 +51,25 @@ const defaultJobDeadlineMs = 10 * 60_000;
 
 function instanceRef(namespace: string, name: string): ObjectRef {
   return { kind: instanceKind.kind, namespace, name };
+}
+
+/**
+ * Per DHCP Network the Instance attaches to that is placed on a Router: the leases that router
+ * reports serving, none while it has not reported the Network. A Network on no Router has no
+ * DHCP to wait for.
+ */
+function servedLeases(
+  agents: AgentState,
+  instance: Instance,
+  networks: readonly Network[],
+): Map<string, Set<string>> {
+  const served = new Map<string, Set<string>>();
+  for (const { name } of instance.spec.networks ?? []) {
+    const network = networks.find((candidate) => candidate.metadata.name === name);
+    if (!network?.status?.router || network.spec.dhcp.enabled === false) continue;
+    served.set(name, new Set(observedRouter(agents, network)?.leases ?? []));
+  }
+  return served;
 }
 
 /** Reconciles that may schedule or allocate: no Host yet, or an attachment without an address. */
@@ -117,6 +137,12 @@ export class InstanceController extends ObjectController<Instance> {
     };
     for (const event of ['add', 'update', 'delete'] as const) networks.on(event, onNetwork);
     agents.on('change', (ref) => {
+      // A router's report on a Network: the leases it serves may let an Instance start.
+      if (ref.kind === 'Network') {
+        const network = networks.get(ref.name, ref.namespace);
+        if (network) onNetwork(network);
+        return;
+      }
       if (ref.kind !== instanceKind.kind) return;
       const key = `${ref.namespace}/${ref.name}`;
       queue.add(key); // a failed job is held back by the reconcile (AgentState.paced)
@@ -162,10 +188,12 @@ export class InstanceController extends ObjectController<Instance> {
     const rejection = agents.rejectionsOf(ref, uid, generation).find(isApply);
     const failure = agents.failuresOf(ref, uid, generation).find(isApply);
     const userDataSecret = await this.userDataSecret(instance);
+    const networks = this.options.networks.list(namespace) as Network[];
     const result = reconcileInstance({
       instance,
       hosts: this.options.hosts.list() as Host[],
-      networks: this.options.networks.list(namespace) as Network[],
+      networks,
+      servedLeases: servedLeases(agents, instance, networks),
       instances: this.objects.overlay(this.options.instances.list() as Instance[]),
       ...observedOn(agents, ref, uid, host),
       connectedAgents: agents.connected('libvirt'),

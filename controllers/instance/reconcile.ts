@@ -17,8 +17,9 @@
  *   the Instances bound to it request fit the Instance; the least loaded wins, then the first by
  *   name. The Host in status is final: disks are local, so the Instance is never moved, not even
  *   when its Host is unreachable or gone (HostReachable=False, phase Unknown). When nothing fits,
- *   Scheduled=False (Unschedulable) says why; the shell reconciles again when Hosts or Instances
- *   change, so nothing polls.
+ *   Scheduled=False (Unschedulable) says why, and names the largest Host when the Instance asks
+ *   for more than any Host has; the shell reconciles again when Hosts or Instances change, so
+ *   nothing polls.
  * - Addresses and MACs: per spec.networks entry, through the Network allocator (allocateLeases):
  *   the static address or MAC when one is given, else the one status records, else the next free.
  *   Status is the reservation, held until the Instance is gone. Against other Instances a
@@ -27,7 +28,9 @@
  * - Jobs: instance.apply carries the whole desired Instance, its placement and its Networks'
  *   prefix, gateway and DNS (InstanceJobObject: the guest's static network config); it is sent when the agent's domain is missing, was defined for another generation or with
  *   other MACs, or is not in the power state spec.runStrategy asks for; never twice while the same
- *   job is in flight, and only to a connected agent.
+ *   job is in flight, and only to a connected agent. A domain is first defined only once the
+ *   router of each of its DHCP Networks reports serving its lease (WaitingForNetwork): a guest
+ *   that booted sooner would lease a dynamic address instead of its own.
  * - A spec that cannot be provisioned (a missing or broken Network, an address or MAC taken, a
  *   full Network, a generation the agent refused) gets Provisioned=False with the reason and a
  *   Warning Event, and no job until it changes.
@@ -165,6 +168,11 @@ export interface InstanceReconcileInput {
    * none. The agent cannot read Secrets, so the job carries the user data inline.
    */
   userDataSecret?: { userData: string } | { problem: string };
+  /**
+   * Per Network name: the static leases (`MAC=address`) its router reports serving. A Network
+   * not in it (DHCP off, on no Router) is not waited for.
+   */
+  servedLeases?: ReadonlyMap<string, ReadonlySet<string>>;
   now: Date;
 }
 
@@ -282,8 +290,10 @@ function decide(input: InstanceReconcileInput): Outcome {
     observed.state !== 'absent' && observed.generation === generation && !nicsDiffer(observed, interfaces);
   const powerAction = powerActionNeeded[runStrategy].includes(observed.state);
   const apply = jobFor('instance.apply', instance, host, interfaces, input.networks, input.userDataSecret);
+  const unserved = observed.state === 'absent' ? leasesNotServed(interfaces, input.servedLeases) : [];
   const dispatch =
     !problem &&
+    unserved.length === 0 &&
     rejection === undefined &&
     (!current || powerAction) &&
     input.connectedAgents.has(host) &&
@@ -315,7 +325,12 @@ function decide(input: InstanceReconcileInput): Outcome {
     };
   } else if (applying)
     provisioned = notProvisioned('Provisioning', `generation ${generation} sent to Host ${host}`);
-  else provisioned = notProvisioned('WaitingForAgent', `the agent of Host ${host} is not connected`);
+  else if (unserved.length > 0) {
+    provisioned = notProvisioned(
+      'WaitingForNetwork',
+      `waiting for the router to serve the DHCP lease of ${unserved.join(', ')}`,
+    );
+  } else provisioned = notProvisioned('WaitingForAgent', `the agent of Host ${host} is not connected`);
 
   const { phase, readiness } = powerState(observed.state, {
     host,
@@ -331,6 +346,19 @@ function decide(input: InstanceReconcileInput): Outcome {
     findings: [scheduled, reachability.finding, provisioned, readiness],
     jobs: dispatch ? [apply] : [],
   };
+}
+
+/** The interfaces (`MAC address on Network N`) whose lease the Network's router does not report serving. */
+function leasesNotServed(
+  interfaces: readonly InstanceInterface[],
+  served: InstanceReconcileInput['servedLeases'],
+): string[] {
+  return interfaces.flatMap(({ network, mac, ipAddress }) => {
+    const leases = served?.get(network);
+    return leases === undefined || leases.has(`${mac}=${ipAddress}`)
+      ? []
+      : [`${mac} ${ipAddress} on Network ${network}`];
+  });
 }
 
 /**
@@ -634,6 +662,8 @@ const unfitReasons = {
   cordoned: 'cordoned (spec.unschedulable)',
   unselected: 'not matching spec.nodeSelector',
   noResources: 'without allocatable resources',
+  cpusTotal: 'with fewer allocatable cpus than spec.cpus',
+  memoryTotal: 'with less allocatable memory than spec.memory',
   cpus: 'with too few free cpus',
   memory: 'with too little free memory',
 } as const;
@@ -674,8 +704,54 @@ function schedule(
   return {
     problem: `0/${candidates.length} Hosts fit ${spec.cpus} ${spec.cpus === 1 ? 'cpu' : 'cpus'} and ${spec.memory} of memory${
       spec.host === undefined ? '' : ` (spec.host ${spec.host})`
-    }: ${counts.join(', ')}`,
+    }: ${counts.join(', ')}${tooLarge(instance, wanted, candidates)}`,
   };
+}
+
+/**
+ * What to ask for instead when the Instance is larger than every Host: waiting cannot help, only a
+ * smaller spec or a larger Host can. Empty when some Host could hold it once freed.
+ */
+function tooLarge(instance: Instance, wanted: Resources, hosts: readonly Host[]): string {
+  const sized = hosts.flatMap((host) => {
+    const allocatable = host.status?.allocatable ?? host.status?.capacity;
+    return allocatable === undefined
+      ? []
+      : [
+          {
+            name: host.metadata.name ?? '',
+            cpus: allocatable.cpus,
+            memory: parseQuantity(allocatable.memory),
+          },
+        ];
+  });
+  if (sized.length === 0) return '';
+  const hints: string[] = [];
+  const mostMemory = sized.reduce((a, b) => (b.memory > a.memory ? b : a));
+  if (mostMemory.memory < wanted.memory) {
+    hints.push(
+      `spec.memory ${instance.spec.memory} is more than any Host has: the largest, ${mostMemory.name}, ` +
+        `has ${binaryQuantity(mostMemory.memory)} allocatable`,
+    );
+  }
+  const mostCpus = sized.reduce((a, b) => (b.cpus > a.cpus ? b : a));
+  if (mostCpus.cpus < wanted.cpus) {
+    hints.push(
+      `spec.cpus ${wanted.cpus} is more than any Host has: the largest, ${mostCpus.name}, has ${mostCpus.cpus} allocatable`,
+    );
+  }
+  return hints.map((hint) => `; ${hint}`).join('');
+}
+
+/** Bytes in the largest binary unit that keeps a whole part, one decimal at most: 7.6Gi, 512Mi. */
+function binaryQuantity(bytes: bigint): string {
+  const units = ['', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi'];
+  let unit = 0;
+  while (unit < units.length - 1 && bytes >= 1024n ** BigInt(unit + 1)) unit++;
+  const tenths = (bytes * 10n) / 1024n ** BigInt(unit);
+  const whole = tenths / 10n;
+  const fraction = tenths % 10n;
+  return `${whole}${fraction === 0n ? '' : `.${fraction}`}${units[unit]}`;
 }
 
 /** Why `host` cannot take `wanted`, or how loaded it would be with it (0 to 1, CPU and memory alike). */
@@ -693,6 +769,8 @@ function loadWith(
   const allocatable = host.status?.allocatable ?? host.status?.capacity;
   if (allocatable === undefined) return 'noResources';
   const total: Resources = { cpus: allocatable.cpus, memory: parseQuantity(allocatable.memory) };
+  if (wanted.cpus > total.cpus) return 'cpusTotal';
+  if (wanted.memory > total.memory) return 'memoryTotal';
   if (used.cpus + wanted.cpus > total.cpus) return 'cpus';
   if (used.memory + wanted.memory > total.memory) return 'memory';
   const memoryShare = Number(((used.memory + wanted.memory) * 1_000_000n) / total.memory) / 1_000_000;

@@ -102,6 +102,8 @@ export interface ObservedNetwork {
   wireguard?: { publicKey?: string; endpoint?: string };
   /** Names of the WireGuardPeers configured on the WireGuard server; undefined when it did not say. */
   peers?: string[];
+  /** The static DHCP leases it serves, as `MAC=address`; undefined when it did not say. */
+  leases?: string[];
 }
 
 /** What a Host's libvirt agent reports of the Network: the segment of its bridge. */

@@ -40,6 +40,7 @@ describe('agent configuration', () => {
       rpcdUser: 'root',
       stateDir: '/var/lib/loam/network',
       vxlanPort: 4789,
+      resyncInterval: 60,
     } satisfies AgentConfig);
     assert.equal(
       resolveAgentConfig('libvirt', sources({ flags: required })).metricsAddress,
@@ -51,15 +52,24 @@ describe('agent configuration', () => {
     const config = resolveAgentConfig('libvirt', sources({ flags: required }));
     assert.equal(config.libvirtUri, 'qemu:///system');
     assert.equal(config.storageDir, '/var/lib/loam-libvirt');
+    assert.equal(config.reservedCpus, 0);
+    assert.equal(config.reservedMemory, '512Mi');
     const fromEnv = resolveAgentConfig(
       'libvirt',
       sources({
         flags: required,
-        env: { LOAM_AGENT_LIBVIRT_URI: 'test:///default', LOAM_AGENT_STORAGE_DIR: '/srv/loam' },
+        env: {
+          LOAM_AGENT_LIBVIRT_URI: 'test:///default',
+          LOAM_AGENT_STORAGE_DIR: '/srv/loam',
+          LOAM_AGENT_RESERVED_CPUS: '2',
+        },
+        file: { path: 'a.yaml', text: 'reservedMemory: 1073741824' },
       }),
     );
     assert.equal(fromEnv.libvirtUri, 'test:///default');
     assert.equal(fromEnv.storageDir, '/srv/loam');
+    assert.equal(fromEnv.reservedCpus, 2);
+    assert.equal(fromEnv.reservedMemory, '1073741824', 'a number in the file, kept as a quantity');
     assert.throws(
       () =>
         resolveAgentConfig(
@@ -170,6 +180,18 @@ describe('agent configuration', () => {
           sources({ flags: required, file: { path: 'a.yaml', text: 'driver: openwrt' } }),
         ),
       /driver in a.yaml: unknown setting/,
+    );
+  });
+
+  it('takes the openwrt driver on the router itself, through its uci command, without rpcd settings', () => {
+    const config = resolveAgentConfig(
+      'network',
+      sources({ flags: { ...required, driver: 'openwrt' }, env: { LOAM_AGENT_UCI_TRANSPORT: 'local' } }),
+    );
+    assert.deepEqual([config.driver, config.uciTransport, config.rpcdUrl], ['openwrt', 'local', undefined]);
+    assert.throws(
+      () => resolveAgentConfig('network', sources({ flags: { ...required, uciTransport: 'ssh' } })),
+      /--uci-transport: must be rpcd or local/,
     );
   });
 
@@ -319,6 +341,26 @@ describe('agent configuration', () => {
       name: 'a relative storage dir',
       input: { flags: required, env: { LOAM_AGENT_STORAGE_DIR: 'loam' } },
       error: /LOAM_AGENT_STORAGE_DIR: must be an absolute path/,
+    },
+    {
+      name: 'a negative cpu reservation',
+      input: { flags: { ...required, reservedCpus: '-1' } },
+      error: /--reserved-cpus: must not be negative/,
+    },
+    {
+      name: 'a fractional cpu reservation',
+      input: { flags: required, env: { LOAM_AGENT_RESERVED_CPUS: '0.5' } },
+      error: /LOAM_AGENT_RESERVED_CPUS: must be a whole number of cpus/,
+    },
+    {
+      name: 'a memory reservation that is no quantity',
+      input: { flags: { ...required, reservedMemory: '1 GB' } },
+      error: /--reserved-memory: must be a quantity of 0 or more, such as 512Mi/,
+    },
+    {
+      name: 'a negative memory reservation',
+      input: { flags: required, file: { path: 'a.yaml', text: 'reservedMemory: -1Gi' } },
+      error: /reservedMemory in a.yaml: must be a quantity of 0 or more/,
     },
     {
       name: 'an unknown key in the file',

@@ -12,6 +12,10 @@ export interface LoamOptions {
   port?: number;
   /** The agent hub's port; 0 (default) picks a free port. */
   agentPort?: number;
+  /** The agent hub's listening host, 127.0.0.1 by default; 0.0.0.0 for agents in network namespaces. */
+  agentHost?: string;
+  /** --tls-san: more names or addresses in the serving certificates (an address agents dial). */
+  tlsSans?: string[];
   /**
    * Run this machine's libvirt agent (only) on this libvirt URI, with its storage beside the data
    * dir (`<dataDir>-libvirt`); without it, --no-local-agents.
@@ -35,13 +39,14 @@ export class LoamProcess {
       '--api-address',
       `127.0.0.1:${options.port ?? 0}`,
       '--agent-address',
-      `127.0.0.1:${options.agentPort ?? 0}`,
+      `${options.agentHost ?? '127.0.0.1'}:${options.agentPort ?? 0}`,
       '--store',
       options.store,
       '--log-level',
       'warn',
     ];
     if (options.etcdEndpoints) args.push('--etcd-endpoints', options.etcdEndpoints.join(','));
+    for (const san of options.tlsSans ?? []) args.push('--tls-san', san);
     args.push(
       ...(options.libvirtUri
         ? [

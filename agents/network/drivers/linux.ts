@@ -24,16 +24,24 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { NetworkJobObject, ObservedNetwork } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
 import type { Network } from '../../../crds/v1alpha1/index.js';
 import { CommandFailed, runCommand } from '../../runtime/command.js';
-import type { AgentJob, Driver, DriverEvents, InventoryItem, JobOutcome } from '../../runtime/driver.js';
+import type {
+  AgentCondition,
+  AgentJob,
+  Driver,
+  DriverEvents,
+  InventoryItem,
+  JobOutcome,
+} from '../../runtime/driver.js';
 import { type IpLink, Links } from '../links.js';
 import { type LinuxLink, type LinuxPlan, planLinux } from '../linux-plan.js';
 import { type NetworkModel, networkId, type RouterModel, type RouterSettings } from '../model.js';
-import { countActiveLeases, parseWireguardDump, type WireguardPeerStats } from '../wireguard-stats.js';
+import { countActiveLeases, parseWireguardDump } from '../wireguard-stats.js';
+import { RouterMetrics } from './metrics.js';
 import {
   admit,
   JobQueue,
@@ -53,16 +61,11 @@ export interface LinuxRouterDriverOptions {
   exec?: (argv: string[]) => string[];
   /** How long one command may take. */
   commandTimeoutMs?: number;
+  /** How often the machine is converged to the served Networks again, repairing drift; 60 s by default. */
+  resyncMs?: number;
+  /** The userspace WireGuard, used where the kernel has none; `wireguard-go` by default. */
+  wireguardGo?: string;
   logger?: Logger;
-}
-
-/** How a network.apply or network.delete job ended: refused is INVALID_ARGUMENT, failed any other error. */
-type ApplyResult = 'ok' | 'refused' | 'failed';
-
-/** A WireGuard peer of a served Network, labelled for the metrics. */
-interface PeerRow {
-  labels: { namespace: string; network: string; peer: string };
-  stats: WireguardPeerStats;
 }
 
 const ownedLink = /^loam_([a-z2-7]{6})_/;
@@ -78,30 +81,19 @@ export class LinuxRouterDriver implements Driver {
   private networks: ServedMap = new Map();
   private readonly queue = new JobQueue();
   private events: DriverEvents | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
   /** Whether `ip link add type wireguard` works; learnt from the first WireGuard link. */
   private kernelWireguard: boolean | undefined;
-  /** How jobs ended, counted from the start; registerMetrics adds these to the agent's registry. */
-  private readonly applies = new Counter<'result'>({
-    name: 'loam_router_apply_total',
-    help: 'network.apply and network.delete jobs finished, by result: ok, refused (INVALID_ARGUMENT: the Network cannot be served as it is) or failed.',
-    labelNames: ['result'],
-    registers: [],
-  });
-  private readonly lastApply = new Gauge<'result'>({
-    name: 'loam_router_last_apply_timestamp_seconds',
-    help: 'When the latest network.apply or network.delete job with each result finished, in seconds since the Unix epoch.',
-    labelNames: ['result'],
-    registers: [],
-  });
-  /** The `wg show all dump` being read, shared by the metrics of one scrape. */
-  private peerScrape: Promise<PeerRow[]> | undefined;
+  /** wg and a WireGuard (kernel or wireguard-go) were found: they are not looked for again. */
+  private wireguardFound = false;
+  private readonly metrics: RouterMetrics;
 
   constructor(private readonly options: LinuxRouterDriverOptions) {
     this.settings = options.settings;
     this.wrap = options.exec ?? ((argv) => argv);
     this.timeoutMs = options.commandTimeoutMs ?? 30_000;
     this.store = new ServedStore(this.settings.stateDir);
-    for (const result of ['ok', 'refused', 'failed'] satisfies ApplyResult[]) this.applies.inc({ result }, 0);
+    this.metrics = new RouterMetrics(options.logger);
   }
 
   async facts(): Promise<Record<string, string>> {
@@ -126,139 +118,50 @@ export class LinuxRouterDriver implements Driver {
     };
   }
 
-  /**
-   * Per served Network: its applied generation, static and active DHCP leases, and its WireGuard
-   * peers' latest handshake and transfer (one `wg show all dump` per scrape); and how
-   * network.apply and network.delete jobs ended. Read when scraped.
-   */
+  /** The metrics both router drivers export (metrics.ts), from dnsmasq's lease files and `wg show all dump`. */
   registerMetrics(registry: Registry): void {
-    const driver = this;
-    const networkLabels = (network: { namespace: string; name: string }) => ({
-      namespace: network.namespace,
-      network: network.name,
-    });
-    registry.registerMetric(this.applies);
-    registry.registerMetric(this.lastApply);
-    new Gauge({
-      name: 'loam_network_applied_generation',
-      help: 'The generation of each Network the router serves.',
-      labelNames: ['namespace', 'network'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const { object } of driver.networks.values()) {
-          this.set(networkLabels(object.metadata), object.metadata.generation);
-        }
-      },
-    });
-    new Gauge({
-      name: 'loam_network_dhcp_static_leases',
-      help: 'Static DHCP leases (reserved addresses of Instances) configured per Network.',
-      labelNames: ['namespace', 'network'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const network of driver.model(driver.networks).networks) {
-          if (network.dhcp) this.set(networkLabels(network), network.dhcp.leases.length);
-        }
-      },
-    });
-    new Gauge({
-      name: 'loam_network_dhcp_leases',
-      help: "Active DHCP leases per Network, from its dnsmasq's lease file.",
-      labelNames: ['namespace', 'network'],
-      registers: [registry],
-      async collect() {
-        this.reset();
+    this.metrics.register(registry, {
+      networks: async () => this.networks,
+      model: (networks) => this.model(networks),
+      activeLeases: async (networks) => {
         const now = Date.now() / 1000;
-        for (const network of driver.model(driver.networks).networks) {
-          if (!network.dhcp) continue;
-          const leases = await readText(join(driver.settings.stateDir, `dnsmasq-${network.id}.leases`));
-          this.set(networkLabels(network), countActiveLeases(leases, now));
+        const counts = new Map<string, number>();
+        for (const network of networks) {
+          const leases = await readText(join(this.settings.stateDir, `dnsmasq-${network.id}.leases`));
+          counts.set(network.id, countActiveLeases(leases, now));
         }
+        return counts;
       },
-    });
-    const peerLabels = ['namespace', 'network', 'peer'];
-    new Gauge({
-      name: 'loam_wireguard_peer_latest_handshake_seconds',
-      help: "When each WireGuard peer's latest handshake happened, in seconds since the Unix epoch; 0 if never.",
-      labelNames: peerLabels,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const { labels, stats } of await driver.wireguardPeers()) {
-          this.set(labels, stats.latestHandshake);
-        }
-      },
-    });
-    new Counter({
-      name: 'loam_wireguard_peer_receive_bytes_total',
-      help: 'Bytes the router received from each WireGuard peer.',
-      labelNames: peerLabels,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const { labels, stats } of await driver.wireguardPeers()) this.inc(labels, stats.rx);
-      },
-    });
-    new Counter({
-      name: 'loam_wireguard_peer_transmit_bytes_total',
-      help: 'Bytes the router sent to each WireGuard peer.',
-      labelNames: peerLabels,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const { labels, stats } of await driver.wireguardPeers()) this.inc(labels, stats.tx);
-      },
+      wireguardPeers: async () => parseWireguardDump(await this.run(['wg', 'show', 'all', 'dump'])),
     });
   }
 
-  /** The peers of the served Networks' WireGuard servers as the router sees them; none when it cannot tell. */
-  private wireguardPeers(): Promise<PeerRow[]> {
-    this.peerScrape ??= this.readWireguardPeers().finally(() => {
-      this.peerScrape = undefined;
-    });
-    return this.peerScrape;
-  }
-
-  private async readWireguardPeers(): Promise<PeerRow[]> {
-    const servers = new Map<string, { network: NetworkModel; peers: Map<string, string> }>();
-    for (const network of this.model(this.networks).networks) {
-      const peers = network.wireguard?.peers;
-      if (peers) {
-        servers.set(network.names.wireguard, {
-          network,
-          peers: new Map(peers.map((peer) => [peer.publicKey, peer.peer])),
-        });
-      }
-    }
-    if (servers.size === 0) return [];
-    let dump: string;
-    try {
-      dump = await this.run(['wg', 'show', 'all', 'dump']);
-    } catch (err) {
-      this.options.logger?.debug({ err: (err as Error).message }, 'could not read the WireGuard peers');
-      return [];
-    }
-    return parseWireguardDump(dump).flatMap((stats) => {
-      const server = servers.get(stats.interface);
-      const peer = server?.peers.get(stats.publicKey);
-      if (!server || peer === undefined) return [];
-      const { namespace, name } = server.network;
-      return [{ labels: { namespace, network: name, peer }, stats }];
-    });
-  }
-
-  /** Serves the stored Networks again, repairing whatever changed while the agent was away. */
+  /**
+   * Serves the stored Networks again, repairing whatever changed while the agent was away, and
+   * again every resyncMs: a table, link or dnsmasq removed by hand comes back without a job.
+   */
   async start(events: DriverEvents): Promise<void> {
     this.events = events;
-    await this.queue.run(async () => {
+    await this.resync();
+    this.resyncTimer = setInterval(() => void this.resync(), this.options.resyncMs ?? 60_000);
+    this.resyncTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
+  }
+
+  private resync(): Promise<void> {
+    return this.queue.run(async () => {
       await this.load();
       if (this.networks.size === 0) return;
       try {
         await this.converge(this.model(this.networks), new Set(this.ids(this.networks)));
       } catch (err) {
-        this.options.logger?.error({ err }, 'could not restore the stored Networks; the next job retries');
+        this.options.logger?.error(
+          { err },
+          'could not converge to the stored Networks; retrying at the next resync',
+        );
       }
     });
   }
@@ -270,26 +173,12 @@ export class LinuxRouterDriver implements Driver {
 
   handle(job: AgentJob): Promise<JobOutcome> {
     const object = job.object as unknown as NetworkJobObject;
-    if (job.type === 'network.apply') return this.counted(this.queue.run(() => this.apply(object)));
-    if (job.type === 'network.delete') return this.counted(this.queue.run(() => this.delete(object)));
+    if (job.type === 'network.apply') return this.metrics.counted(this.queue.run(() => this.apply(object)));
+    if (job.type === 'network.delete') return this.metrics.counted(this.queue.run(() => this.delete(object)));
     return Promise.resolve({
       code: status.UNIMPLEMENTED,
       message: `the network agent does not run ${job.type} jobs`,
     });
-  }
-
-  /** Counts how the job ended in loam_router_apply_total and loam_router_last_apply_timestamp_seconds. */
-  private async counted(job: Promise<JobOutcome>): Promise<JobOutcome> {
-    let result: ApplyResult = 'failed';
-    try {
-      const outcome = await job;
-      if (outcome.code === status.OK) result = 'ok';
-      else if (outcome.code === status.INVALID_ARGUMENT) result = 'refused';
-      return outcome;
-    } finally {
-      this.applies.inc({ result });
-      this.lastApply.set({ result }, Date.now() / 1000);
-    }
   }
 
   // --- jobs -------------------------------------------------------------------------------------
@@ -299,6 +188,15 @@ export class LinuxRouterDriver implements Driver {
     const admitted = admit(networks, object, this.settings);
     if ('code' in admitted) return admitted;
     const { next, model, network, acceptedAt } = admitted;
+    if (network.wireguard) {
+      const unsupported = await this.wireguardUnsupported();
+      if (unsupported !== undefined) {
+        return {
+          code: status.INVALID_ARGUMENT,
+          message: `spec.wireguard: this router cannot serve WireGuard: ${unsupported}`,
+        };
+      }
+    }
 
     await this.ensureKeys(model);
     const failure = await this.transition(model, next);
@@ -428,6 +326,49 @@ export class LinuxRouterDriver implements Driver {
     });
   }
 
+  /**
+   * Why this router cannot serve WireGuard, or undefined when it can: it needs wg, and the
+   * kernel's WireGuard or wireguard-go. Once it can, it is not asked again.
+   */
+  private async wireguardUnsupported(): Promise<string | undefined> {
+    if (this.wireguardFound) return undefined;
+    const works = (argv: string[]) =>
+      this.run(argv).then(
+        () => true,
+        () => false,
+      );
+    if (!(await works(['wg', '--version']))) return 'wg is not installed (Debian: wireguard-tools)';
+    const userspace = this.options.wireguardGo ?? 'wireguard-go';
+    this.wireguardFound =
+      this.kernelWireguard === true ||
+      (await works(['test', '-d', '/sys/module/wireguard'])) ||
+      (await works([userspace, '--version']));
+    if (this.wireguardFound) return undefined;
+    return `the kernel has no WireGuard and ${userspace} is not installed (Debian: wireguard-go)`;
+  }
+
+  /** Whether the router can serve WireGuard, as a condition of its Router (not one it needs to be Ready). */
+  async conditions(): Promise<AgentCondition[]> {
+    const unsupported = await this.wireguardUnsupported();
+    return [
+      unsupported === undefined
+        ? {
+            type: 'WireGuardSupported',
+            status: 'True',
+            reason: 'WireGuardAvailable',
+            message: 'Networks with spec.wireguard can be served',
+            required: false,
+          }
+        : {
+            type: 'WireGuardSupported',
+            status: 'False',
+            reason: 'WireGuardMissing',
+            message: `Networks with spec.wireguard are refused: ${unsupported}`,
+            required: false,
+          },
+    ];
+  }
+
   private async addLink(link: LinuxLink): Promise<void> {
     if (link.kind !== 'wireguard') {
       await this.run(['ip', 'link', 'add', 'name', link.name, ...link.args]);
@@ -446,7 +387,7 @@ export class LinuxRouterDriver implements Driver {
     // wireguard-go returns once its TUN device and control socket exist, leaving a daemon that
     // ends when the link is deleted. Without LOG_LEVEL it detaches from our stdout and stderr.
     const { LOG_LEVEL: _, ...env } = process.env;
-    await this.run(['wireguard-go', link.name], { env });
+    await this.run([this.options.wireguardGo ?? 'wireguard-go', link.name], { env });
   }
 
   /**

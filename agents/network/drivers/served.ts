@@ -169,6 +169,7 @@ export function observedOf(
     ...(annotation === undefined ? {} : { configHash: annotation }),
     ...(wireguard ? { wireguard } : {}),
     peers: (network.wireguard?.peers ?? []).map((peer) => peer.peer),
+    leases: (network.dhcp?.leases ?? []).map((lease) => `${lease.mac}=${lease.address}`),
   };
 }
 

@@ -70,6 +70,7 @@ export class RecordingRouter implements Driver {
           }
         : {}),
       peers: (object.peers ?? []).map((peer) => peer.peer),
+      leases: (object.leases ?? []).map((lease) => `${lease.mac}=${lease.address}`),
     };
     this.networks.set(uid, { ref, observed });
     return { code: status.OK, observed };

@@ -194,7 +194,7 @@ describe('agents/libvirt/driver', () => {
       [
         ['disk', root],
         ['disk', data],
-        ['cdrom', seed],
+        ['disk', seed],
       ],
     );
     const label = execFileSync('xorriso', ['-indev', seed, '-pvd_info'], {
@@ -258,10 +258,10 @@ describe('agents/libvirt/driver', () => {
   });
 
   it('passes an artifact failure on, naming the field, and defines nothing', async () => {
-    artifacts.failure = new LoamError('Invalid', 'https://example.org/vmlinuz answered 404');
+    artifacts.failure = new LoamError('NotFound', 'https://example.org/vmlinuz answered 404');
     await rejectsWith(
       handle('instance.apply', web),
-      'Invalid',
+      'NotFound',
       /^spec\.kernel: https:\/\/example\.org\/vmlinuz answered 404$/,
     );
     await assert.rejects(virsh.state(uid), (err) => isLoamError(err, 'NotFound'));

@@ -9,8 +9,8 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { HostNetworks } from '../../../agents/libvirt/host-network.js';
 import type { NetworkJobObject } from '../../../controllers/network/reconcile.js';
+import { network as networkObject } from '../../controllers/network/objects.js';
 import { testLogger } from '../hub-double.js';
-import { networkApplyJob } from '../network/jobs.js';
 
 const suffix = randomBytes(3).toString('hex');
 const hostNs = `loam-h-${suffix}`;
@@ -37,10 +37,24 @@ function hostLinks(): Map<string, ShownLink> {
   return new Map(links.map((link) => [link.ifname, link]));
 }
 
-/** The network.attach object of Network `name` on VXLAN `segment`. */
+/**
+ * The network.attach object of Network `name` on VXLAN `segment`: the host needs only its name,
+ * uid and segment (the router's fields are there as the controller sends them).
+ */
 function attachObject(name: string, segment: number): NetworkJobObject {
-  const job = networkApplyJob({ tenant, name, spec: { cidr: '10.30.0.0/24' }, segment });
-  return job.object as unknown as NetworkJobObject;
+  const network = networkObject(name, { cidr: '10.30.0.0/24' }, { namespace: tenant });
+  return {
+    apiVersion: network.apiVersion,
+    kind: network.kind,
+    metadata: {
+      name,
+      namespace: tenant,
+      uid: `00000000-0000-4000-8000-${String(segment).padStart(12, '0')}`,
+      generation: 1,
+    },
+    spec: network.spec,
+    status: { router: 'edge-1', segment: { type: 'vxlan', id: segment }, gateway: '10.30.0.1' },
+  };
 }
 
 describe('libvirt agent host networks (in network namespaces)', function () {

@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import { LinuxRouterDriver } from '../../../agents/network/drivers/linux.js';
@@ -18,6 +17,7 @@ import type { AgentJob, InventoryUpdate, JobOutcome } from '../../../agents/runt
 import type { Lease } from '../../../controllers/network/allocate.js';
 import type { RouterPeer } from '../../../controllers/network/reconcile.js';
 import { generateKeyPair, publicKeyOf } from '../../../controllers/wireguardpeer/client-config.js';
+import { sample } from './exposition.js';
 import { latestGeneration, networkApplyJob, networkDeleteJob } from './jobs.js';
 
 const suffix = randomBytes(3).toString('hex');
@@ -81,19 +81,6 @@ function deleteJob(name: string): AgentJob {
 function changes(commands: string[][]): string[] {
   const reads = [/^ip -j /, /^bridge -j /, /^sysctl -n /, /^nft list /, /^wg show /];
   return commands.map((argv) => argv.join(' ')).filter((line) => !reads.some((read) => read.test(line)));
-}
-
-/** The value of the sample of `name` with `labels` in a Prometheus exposition, if there is one. */
-function sample(exposition: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of exposition.split('\n')) {
-    const match = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (match?.[1] !== name) continue;
-    const shown = Object.fromEntries(
-      [...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (isDeepStrictEqual(shown, labels)) return Number(match[3]);
-  }
-  return undefined;
 }
 
 /** Running, not a zombie nobody reaps. */
@@ -177,7 +164,12 @@ describe('linux network driver (in network namespaces)', function () {
   it('serves a VXLAN Network: bridge, segment, gateway, nftables table and dnsmasq with the static lease', async () => {
     const outcome = await handle(applyJob('web', { cidr: '10.10.0.0/24' }, 4096, { leases: [lease] }));
     assert.equal(outcome.code, status.OK, outcome.message);
-    assert.deepEqual(outcome.observed, { generation: 1, configHash: 'hash-1', peers: [] });
+    assert.deepEqual(outcome.observed, {
+      generation: 1,
+      configHash: 'hash-1',
+      peers: [],
+      leases: [`${lease.mac}=${lease.address}`],
+    });
 
     const links = routerLinks();
     assert.equal(links.get(web.bridge)?.linkinfo?.info_kind, 'bridge');
@@ -294,6 +286,27 @@ describe('linux network driver (in network namespaces)', function () {
     assert.deepEqual(served.sort(), ['db', 'web']);
   });
 
+  it('refuses a WireGuard Network on a router without WireGuard, saying what to install', async () => {
+    sabotage = (argv) => (argv[0] === 'wireguard-go' ? ['sh', '-c', 'exit 127'] : undefined);
+    try {
+      const spec = { cidr: '10.31.0.0/24', wireguard: { cidr: '10.91.0.0/24', port: 51830 } };
+      const outcome = await handle(applyJob('bad', spec, 4098));
+      assert.equal(outcome.code, status.INVALID_ARGUMENT);
+      assert.equal(
+        outcome.message,
+        'spec.wireguard: this router cannot serve WireGuard: the kernel has no WireGuard and wireguard-go is not installed (Debian: wireguard-go)',
+      );
+      assert.deepEqual(
+        (await driver.conditions()).map(({ type, status, reason }) => [type, status, reason]),
+        [['WireGuardSupported', 'False', 'WireGuardMissing']],
+      );
+    } finally {
+      sabotage = undefined;
+    }
+    assert.ok(!routerLinks().has(bad.bridge), 'nothing of it was made');
+    assert.equal((await driver.conditions())[0]?.status, 'True');
+  });
+
   it('removes a deleted Network and leaves the other alone', async () => {
     const webPid = pidAlive(join(stateDir, `dnsmasq-${web.id}.pid`));
     const dbPid = pidAlive(join(stateDir, `dnsmasq-${db.id}.pid`));
@@ -335,6 +348,7 @@ describe('linux network driver (in network namespaces)', function () {
       configHash: `hash-${latestGeneration()}`,
       wireguard: { publicKey: publicKeyOf(key), endpoint: 'vpn.example.com:51820' },
       peers: ['laptop'],
+      leases: [],
     });
     assert.equal(
       execFileSync('stat', ['-c', '%a', join(stateDir, `wireguard-${vpn.id}.key`)], {
@@ -478,7 +492,12 @@ describe('linux network driver (in network namespaces)', function () {
       ['Network', tenant, 'web'],
     ]);
     const webItem = inventory.find((item) => item.ref?.name === 'web');
-    assert.deepEqual(webItem?.observed, { generation: 4, configHash: 'hash-4', peers: [] });
+    assert.deepEqual(webItem?.observed, {
+      generation: 4,
+      configHash: 'hash-4',
+      peers: [],
+      leases: ['52:54:00:00:00:01=10.10.0.10', '52:54:00:00:00:02=10.10.0.11'],
+    });
     assert.equal(pidAlive(join(stateDir, `dnsmasq-${web.id}.pid`)), pid);
   });
 

@@ -130,6 +130,41 @@ describe('reconcileInstance', () => {
     });
   });
 
+  describe("waiting for the router's DHCP lease", () => {
+    const mac = instanceMac(web(), 'lab');
+    const served = (...leases: string[]) => new Map([['lab', new Set(leases)]]);
+
+    it('defines the domain only once the router serves the lease, so the guest gets its own address', () => {
+      const result = reconcileInstance(input(web(), { servedLeases: served('52:54:00:00:00:99=10.20.0.9') }));
+      assert.deepEqual(result.jobs, []);
+      assert.equal(result.status?.host, 'hv1', 'scheduled and allocated meanwhile');
+      assert.deepEqual(conditionOf(result, 'Provisioned'), {
+        type: 'Provisioned',
+        status: 'False',
+        reason: 'WaitingForNetwork',
+        message: `waiting for the router to serve the DHCP lease of ${mac} 10.20.0.2 on Network lab`,
+        observedGeneration: 1,
+        lastTransitionTime: '2025-05-01T12:00:00Z',
+      });
+
+      const waiting = stored(web(), result);
+      const ready = reconcileInstance(
+        input(waiting, { observed: { state: 'absent' }, servedLeases: served(`${mac}=10.20.0.2`) }),
+      );
+      assert.equal(ready.jobs[0]?.job.type, 'instance.apply');
+    });
+
+    it('waits for no Network the map leaves out, and never holds back a domain that exists', () => {
+      assert.equal(reconcileInstance(input(web(), { servedLeases: new Map() })).jobs.length, 1);
+      const running = converged(web());
+      const halted = { ...running, spec: { ...running.spec, runStrategy: 'Halted' as const } };
+      const result = reconcileInstance(
+        input(halted, { observed: observedOf(running), servedLeases: served() }),
+      );
+      assert.equal(result.jobs[0]?.job.type, 'instance.apply', 'a stop is not held back');
+    });
+  });
+
   describe('convergence', () => {
     it('does nothing for a converged Instance, in every steady state', () => {
       const cases: [RunStrategy, DomainState][] = [
@@ -495,6 +530,15 @@ describe('reconcileInstance', () => {
         want: 'hv2',
       },
       {
+        name: 'allocatable, not capacity: what a Host keeps for itself is not for Instances',
+        spec: { cpus: 2, memory: '4Gi' },
+        hosts: [
+          host('hv1', { cpus: 64, memory: '256Gi', allocatable: { cpus: 62, memory: '3Gi' } }),
+          host('hv2', { cpus: 4, memory: '8Gi' }),
+        ],
+        want: 'hv2',
+      },
+      {
         name: 'exactly full is a fit',
         spec: { cpus: 2, memory: '1Gi' },
         hosts: [host('hv1', { cpus: 4, memory: '2Gi' })],
@@ -557,7 +601,44 @@ describe('reconcileInstance', () => {
         ],
         message:
           '0/6 Hosts fit 2 cpus and 2Gi of memory: 2 not Ready, 1 cordoned (spec.unschedulable), ' +
-          '1 not matching spec.nodeSelector, 1 with too few free cpus, 1 with too little free memory',
+          '1 not matching spec.nodeSelector, 1 with fewer allocatable cpus than spec.cpus, ' +
+          '1 with less allocatable memory than spec.memory',
+      },
+      {
+        name: 'more than any Host has: the largest is named',
+        spec: { cpus: 12, memory: '64Gi' },
+        hosts: [
+          host('hv1', { memory: '7948084Ki', cpus: 2 }),
+          host('hv2', { memory: '16Gi', cpus: 8, ready: 'Unknown' }),
+          host('hv3', { memory: '1Gi', cpus: 4 }),
+        ],
+        message:
+          '0/3 Hosts fit 12 cpus and 64Gi of memory: 1 not Ready, 2 with fewer allocatable cpus than spec.cpus; ' +
+          'spec.memory 64Gi is more than any Host has: the largest, hv2, has 16Gi allocatable; ' +
+          'spec.cpus 12 is more than any Host has: the largest, hv2, has 8 allocatable',
+      },
+      {
+        name: 'more memory than the only Host has',
+        spec: { memory: '64Gi' },
+        hosts: [host('hv1', { memory: '7948084Ki' })],
+        message:
+          '0/1 Hosts fit 1 cpu and 64Gi of memory: 1 with less allocatable memory than spec.memory; ' +
+          'spec.memory 64Gi is more than any Host has: the largest, hv1, has 7.5Gi allocatable',
+      },
+      {
+        name: 'more memory than a Host has allocatable, though less than its capacity',
+        spec: { memory: '8Gi' },
+        hosts: [host('hv1', { memory: '8Gi', allocatable: { cpus: 8, memory: '7680Mi' } })],
+        message:
+          '0/1 Hosts fit 1 cpu and 8Gi of memory: 1 with less allocatable memory than spec.memory; ' +
+          'spec.memory 8Gi is more than any Host has: the largest, hv1, has 7.5Gi allocatable',
+      },
+      {
+        name: 'less memory than one Host has in all, but more than it has free',
+        spec: { memory: '6Gi' },
+        hosts: [host('hv1', { memory: '7948084Ki' })],
+        others: [instance('a', { memory: '2Gi' }, { status: { host: 'hv1' } })],
+        message: '0/1 Hosts fit 1 cpu and 6Gi of memory: 1 with too little free memory',
       },
       {
         name: 'what other Instances use is not free',
