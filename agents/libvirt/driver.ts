@@ -6,7 +6,6 @@
  * network.attach and network.detach make and remove the host's bridge of a Network (host-network.ts).
  */
 
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,6 +20,7 @@ import { isLoamError, LoamError } from '../../crds/errors.js';
 import { parseQuantity } from '../../crds/quantity.js';
 import { type Instance, instanceKind } from '../../crds/v1alpha1/instance.js';
 import { validateObject } from '../../crds/validate.js';
+import { type CommandFailed, commandError, runCommand } from '../runtime/command.js';
 import type {
   AgentJob,
   Driver,
@@ -446,11 +446,6 @@ export class LibvirtDriver implements Driver {
   }
 }
 
-/**
- * The bridge of a Network, named as the network agent names its bridge (agents/network/model.ts,
- * networkNames): a host that is also the router shares it. networkId reads only the metadata.
- */
-
 /** The controller sends InstanceJobObjects; apply validates what it uses, delete needs only the uid. */
 function jobObject(job: AgentJob): InstanceJobObject {
   return job.object as unknown as InstanceJobObject;
@@ -551,25 +546,14 @@ async function createIfMissing(
 }
 
 function qemuImg(args: string[], signal: AbortSignal): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'qemu-img',
-      args,
-      { timeout: qemuImgTimeoutMs, killSignal: 'SIGKILL', signal, env: { ...process.env, LC_ALL: 'C' } },
-      (err, stdout, stderr) => {
-        if (err === null) resolve(stdout);
-        else if (signal.aborted) {
-          reject(new LoamError('DeadlineExceeded', `qemu-img ${args[0]}: the job's deadline passed`));
-        } else if (err.code === 'ENOENT') {
-          reject(new LoamError('Unavailable', 'qemu-img is not on PATH; install it (Debian: qemu-utils)'));
-        } else if (err.killed) {
-          reject(
-            new LoamError('Unavailable', `qemu-img ${args[0]} did not finish within ${qemuImgTimeoutMs} ms`),
-          );
-        } else reject(new LoamError('Internal', `qemu-img ${args[0]}: ${stderr.trim() || err.message}`));
-      },
-    );
-  });
+  return runCommand(['qemu-img', ...args], { timeoutMs: qemuImgTimeoutMs, signal }).catch(
+    (err: CommandFailed) => {
+      if (err.failure === 'missing') {
+        throw new LoamError('Unavailable', 'qemu-img is not on PATH; install it (Debian: qemu-utils)');
+      }
+      throw commandError(err);
+    },
+  );
 }
 
 /**

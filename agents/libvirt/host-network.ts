@@ -17,7 +17,7 @@ import type { Network } from '../../crds/v1alpha1/index.js';
 import { type IpLink, Links } from '../network/links.js';
 import { segmentLinks } from '../network/linux-plan.js';
 import { networkId, networkNames, type RouterSettings } from '../network/model.js';
-import { type CommandFailed, runCommand } from '../runtime/command.js';
+import { type CommandFailed, commandError, runCommand } from '../runtime/command.js';
 import type { InventoryItem, ResourceRef } from '../runtime/driver.js';
 
 /** What the host knows and the API does not: where its segments go. */
@@ -112,7 +112,7 @@ export class HostNetworks {
   private run(argv: string[]): Promise<string> {
     const wrapped = this.options.exec?.(argv) ?? argv;
     return runCommand(wrapped, { timeoutMs: this.timeoutMs, shownAs: argv }).catch((err: CommandFailed) => {
-      throw new LoamError(err.failure === 'exited' ? 'Internal' : 'Unavailable', err.message);
+      throw commandError(err);
     });
   }
 }
@@ -140,7 +140,10 @@ function segmentOf(
   return undefined;
 }
 
-/** The bridge of Network `namespace/name` on a host, which its Instances' NICs join. */
+/**
+ * The bridge of Network `namespace/name` on a host, which its Instances' NICs join: named as the
+ * network agent names its bridge, so a host that is also the router shares it.
+ */
 export function bridgeName(namespace: string, name: string): string {
   const id = networkId({ metadata: { namespace, name } } as Network);
   return networkNames(id, { type: 'vxlan', id: 0 }).bridge;

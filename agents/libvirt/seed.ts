@@ -7,7 +7,6 @@
  * the same address as a static lease, so both agree.
  */
 
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +14,7 @@ import YAML from 'yaml';
 import type { InstanceJobObject } from '../../controllers/instance/reconcile.js';
 import { LoamError } from '../../crds/errors.js';
 import type { Instance } from '../../crds/v1alpha1/instance.js';
+import { CommandFailed, commandError, runCommand } from '../runtime/command.js';
 
 export const seedFileNames = ['meta-data', 'user-data', 'network-config'] as const;
 export type SeedFiles = Record<(typeof seedFileNames)[number], string>;
@@ -124,14 +124,16 @@ async function isFile(path: string): Promise<boolean> {
   );
 }
 
+const missing = (err: unknown) => err instanceof CommandFailed && err.failure === 'missing';
+
 /** `xorriso -as genisoimage <args>`, or genisoimage itself where xorriso is missing. */
 async function isoTool(args: string[], signal: AbortSignal): Promise<void> {
   try {
     await run('xorriso', ['-as', 'genisoimage', ...args], signal);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await run('genisoimage', args, signal).catch((fallback: NodeJS.ErrnoException) => {
-      if (fallback.code !== 'ENOENT') throw fallback;
+    if (!missing(err)) throw err;
+    await run('genisoimage', args, signal).catch((fallback: unknown) => {
+      if (!missing(fallback)) throw fallback;
       throw new LoamError(
         'Unavailable',
         'neither xorriso nor genisoimage is on PATH; cloud-init seed ISOs need one (Debian: xorriso)',
@@ -140,22 +142,9 @@ async function isoTool(args: string[], signal: AbortSignal): Promise<void> {
   }
 }
 
-/** Runs `tool`; rejects with a LoamError, or the spawn error itself (code ENOENT) when it is missing. */
-function run(tool: string, args: string[], signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      tool,
-      args,
-      { timeout: isoTimeoutMs, killSignal: 'SIGKILL', signal, env: { ...process.env, LC_ALL: 'C' } },
-      (err, _stdout, stderr) => {
-        if (err === null) resolve();
-        else if (signal.aborted) {
-          reject(new LoamError('DeadlineExceeded', `${tool}: the job's deadline passed`));
-        } else if (err.code === 'ENOENT') reject(err);
-        else if (err.killed) {
-          reject(new LoamError('Unavailable', `${tool} did not finish within ${isoTimeoutMs} ms`));
-        } else reject(new LoamError('Internal', `${tool}: ${stderr.trim() || err.message}`));
-      },
-    );
+/** Runs `tool`; rejects with a LoamError, or with the CommandFailed itself when it is missing. */
+async function run(tool: string, args: string[], signal: AbortSignal): Promise<void> {
+  await runCommand([tool, ...args], { timeoutMs: isoTimeoutMs, signal }).catch((err: CommandFailed) => {
+    throw err.failure === 'missing' ? err : commandError(err);
   });
 }

@@ -4,6 +4,7 @@
  * a CommandFailed that says how it failed. Callers turn that into their own LoamError codes.
  */
 import { type ExecFileException, execFile } from 'node:child_process';
+import { LoamError } from '../../crds/errors.js';
 
 export interface CommandOptions {
   timeoutMs: number;
@@ -66,4 +67,15 @@ export function runCommand(argv: readonly string[], options: CommandOptions): Pr
       child.stdin?.end(options.input);
     }
   });
+}
+
+/**
+ * A failed command as the coded error an agent answers with: a passed deadline is
+ * DeadlineExceeded, a missing tool or a timeout Unavailable (worth retrying once fixed), a
+ * non-zero exit Internal with what it printed on stderr.
+ */
+export function commandError(err: CommandFailed): LoamError {
+  const code =
+    err.failure === 'aborted' ? 'DeadlineExceeded' : err.failure === 'exited' ? 'Internal' : 'Unavailable';
+  return new LoamError(code, err.message, { cause: err });
 }
