@@ -15,8 +15,6 @@ export const errorCodes = {
   /** An object failed schema validation; `causes` name the fields. */
   Invalid: { http: 422, reason: 'Invalid', grpc: 3 /* INVALID_ARGUMENT */ },
   BadRequest: { http: 400, reason: 'BadRequest', grpc: 3 /* INVALID_ARGUMENT */ },
-  /** A watcher fell too far behind and was dropped; it must re-list. */
-  WatchTooSlow: { http: 410, reason: 'Expired', grpc: 8 /* RESOURCE_EXHAUSTED */ },
   /** The store or a peer cannot be reached now; retrying later may work. */
   Unavailable: { http: 503, reason: 'ServiceUnavailable', grpc: 14 /* UNAVAILABLE */ },
   Unauthorized: { http: 401, reason: 'Unauthorized', grpc: 16 /* UNAUTHENTICATED */ },
@@ -25,6 +23,8 @@ export const errorCodes = {
   UnsupportedMediaType: { http: 415, reason: 'UnsupportedMediaType', grpc: 3 /* INVALID_ARGUMENT */ },
   /** A request body over the size limit (3 MiB for the API, as kube-apiserver). */
   RequestEntityTooLarge: { http: 413, reason: 'RequestEntityTooLarge', grpc: 8 /* RESOURCE_EXHAUSTED */ },
+  /** A watcher fell too far behind and was dropped; it must re-list. */
+  WatchTooSlow: { http: 410, reason: 'Expired', grpc: 8 /* RESOURCE_EXHAUSTED */ },
   /** A deadline passed before the work finished (an agent job); retrying may work. */
   DeadlineExceeded: { http: 504, reason: 'Timeout', grpc: 4 /* DEADLINE_EXCEEDED */ },
   /** A bug or an unexpected failure; the message must not leak internals. */
@@ -64,4 +64,13 @@ export class LoamError extends Error {
 
 export function isLoamError(err: unknown, code?: ErrorCode): err is LoamError {
   return err instanceof LoamError && (code === undefined || err.code === code);
+}
+
+/**
+ * The coded error for the gRPC status a peer answered with (an agent's job result): the first
+ * code in the table with that status, Internal for any other.
+ */
+export function errorFromGrpc(grpc: number, message: string): LoamError {
+  const code = (Object.keys(errorCodes) as ErrorCode[]).find((c) => errorCodes[c].grpc === grpc);
+  return new LoamError(code ?? 'Internal', message);
 }

@@ -14,6 +14,10 @@ export interface PrinterColumn {
 /** What a connect subresource streams; an agent's driver serves the stream of the same kind. */
 export type ConnectSubresource = 'console';
 
+/** What an action subresource asks of what an Instance stands for: power it on or off, reboot it, reset it. */
+export const actionSubresources = ['start', 'stop', 'reboot', 'reset'] as const;
+export type ActionSubresource = (typeof actionSubresources)[number];
+
 /**
  * Everything the API server, the CRD generator and clients need to know about one kind. Both
  * derive names, scope, validation and columns from this, never from their own copies.
@@ -39,6 +43,11 @@ export interface KindInfo<Schema extends z.ZodType = z.ZodType> {
    * virtualmachineinstances/console (the built-in API server only; CRDs cannot declare them).
    */
   connectSubresources?: readonly ConnectSubresource[];
+  /**
+   * Subresources a PUT asks to act once, without changing the object, as KubeVirt's
+   * virtualmachines/restart (RBAC's verb update; the built-in API server only).
+   */
+  actionSubresources?: readonly ActionSubresource[];
   /** The whole object (apiVersion, kind, metadata, spec, status); parsing applies defaults. */
   schema: Schema;
   printerColumns: PrinterColumn[];

@@ -14,9 +14,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { PowerJobObject } from '../../controllers/apiserver/power.js';
 import type { InstanceJobObject, ObservedInstance } from '../../controllers/instance/reconcile.js';
 import type { NetworkJobObject } from '../../controllers/network/reconcile.js';
 import { isLoamError, LoamError } from '../../crds/errors.js';
+import { actionSubresources } from '../../crds/kind.js';
 import { parseQuantity } from '../../crds/quantity.js';
 import { type Instance, instanceKind } from '../../crds/v1alpha1/instance.js';
 import { validateObject } from '../../crds/validate.js';
@@ -157,6 +159,8 @@ export class LibvirtDriver implements Driver {
         return { code: status.OK, observed: await this.apply(jobObject(job), signal) };
       case 'instance.delete':
         return { code: status.OK, observed: await this.delete(jobObject(job)) };
+      case 'instance.power':
+        return { code: status.OK, observed: await this.power(powerJobObject(job)) };
       case 'network.attach':
         return { code: status.OK, observed: await this.hostNetworks(job).attach(networkJobObject(job)) };
       case 'network.detach':
@@ -391,6 +395,16 @@ export class LibvirtDriver implements Driver {
     return { state: 'absent', deleted: true };
   }
 
+  /** A power action a person asked for (the API server's instances/{start,stop,reboot,reset}). */
+  private async power({ metadata, action }: PowerJobObject): Promise<ObservedInstance> {
+    const result = await this.jobs.power(checkedUid({ metadata }), action);
+    this.logger.info(
+      { instance: `${metadata.namespace}/${metadata.name}`, action, actions: result.actions },
+      'power',
+    );
+    return observedOf(result.observed);
+  }
+
   private item(status: DomainStatus, facts: DomainFacts): InventoryItem {
     const identity = facts.identity;
     if (identity === undefined) throw new Error(`domain ${facts.name} has no Loam identity`);
@@ -449,6 +463,18 @@ export class LibvirtDriver implements Driver {
 /** The controller sends InstanceJobObjects; apply validates what it uses, delete needs only the uid. */
 function jobObject(job: AgentJob): InstanceJobObject {
   return job.object as unknown as InstanceJobObject;
+}
+
+function powerJobObject(job: AgentJob): PowerJobObject {
+  const object = job.object as Partial<PowerJobObject>;
+  const action = actionSubresources.find((known) => known === object.action);
+  if (action === undefined) {
+    throw new LoamError(
+      'Invalid',
+      `action ${JSON.stringify(object.action)} is not one of ${actionSubresources.join(', ')}`,
+    );
+  }
+  return { metadata: object.metadata ?? {}, action };
 }
 
 /** The controller sends NetworkJobObjects; the host needs their name, uid and segment. */

@@ -9,6 +9,7 @@
  */
 
 import { isLoamError, LoamError } from '../../crds/errors.js';
+import type { ActionSubresource } from '../../crds/kind.js';
 import type { Instance, runStrategies } from '../../crds/v1alpha1/instance.js';
 import {
   buildDomain,
@@ -40,7 +41,7 @@ export type DomainAction =
   | { type: 'undefine' };
 
 /** Power actions a person asks for (start, stop = ACPI shutdown then destroy, reboot, reset). */
-export type PowerAction = 'start' | 'stop' | 'reboot' | 'reset';
+export type PowerAction = ActionSubresource;
 
 /** A crashed domain still has its QEMU process (on_crash preserve): it must be destroyed before a start. */
 const startActions = (status: DomainStatus | undefined): DomainAction[] =>
@@ -62,7 +63,7 @@ export function planApply(
   desired: DesiredDomain,
   runStrategy: RunStrategy,
 ): DomainAction[] {
-  if (observed !== undefined) checkOwner(observed, desired);
+  if (observed !== undefined) checkOwner(observed, desired.identity.uid);
   const actions: DomainAction[] = [];
   const defined = observed?.defined.identity;
   if (defined?.specHash !== desired.identity.specHash || defined.generation !== desired.identity.generation) {
@@ -98,10 +99,18 @@ export function planDelete(observed: ObservedDomain | undefined): DomainAction[]
   return isActive(observed.status) ? [{ type: 'destroy' }, { type: 'undefine' }] : [{ type: 'undefine' }];
 }
 
-/** The actions for a power request; nothing when the domain is already where it was asked to be. */
-export function planPower(observed: ObservedDomain | undefined, action: PowerAction): DomainAction[] {
+/**
+ * The actions for a power request on the domain of the Instance with `uid`; nothing when the
+ * domain is already where it was asked to be.
+ */
+export function planPower(
+  observed: ObservedDomain | undefined,
+  uid: string,
+  action: PowerAction,
+): DomainAction[] {
   if (observed === undefined)
     throw new LoamError('NotFound', `no domain to ${action}: apply the Instance first`);
+  checkOwner(observed, uid);
   const { status } = observed;
   const running = isRunning(status);
   switch (action) {
@@ -117,12 +126,12 @@ export function planPower(observed: ObservedDomain | undefined, action: PowerAct
 }
 
 /** The UUID is the Instance uid, so a domain under it without that identity is not ours to change. */
-function checkOwner(observed: ObservedDomain, desired: DesiredDomain): void {
+function checkOwner(observed: ObservedDomain, uid: string): void {
   const identity = observed.defined.identity;
-  if (identity?.uid === desired.identity.uid) return;
+  if (identity?.uid === uid) return;
   throw new LoamError(
     'Conflict',
-    `domain ${observed.defined.name} has UUID ${desired.uuid} but ${
+    `domain ${observed.defined.name} has UUID ${uid} but ${
       identity === undefined ? 'no Loam metadata' : `belongs to ${identity.namespace}/${identity.name}`
     }; leaving it alone`,
   );
@@ -178,7 +187,7 @@ export class DomainJobs {
   }
 
   async power(uid: string, action: PowerAction): Promise<JobResult> {
-    const actions = planPower(await this.observe(uid), action);
+    const actions = planPower(await this.observe(uid), uid, action);
     await this.run(uid, actions);
     return { actions: actions.map((a) => a.type), observed: await this.observe(uid) };
   }

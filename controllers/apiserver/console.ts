@@ -16,15 +16,13 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { LoamError } from '../../crds/errors.js';
 import type { Instance } from '../../crds/v1alpha1/instance.js';
 import type { Hub } from '../hub/hub.js';
+import { agentHub, runningHost } from './instance-agent.js';
 import type { Resources } from './resources.js';
-import type { ResourceRequest } from './routing.js';
-import { qualifiedName, type StatusObject } from './status.js';
+import { isConnectSubresource, type ResourceRequest } from './routing.js';
+import type { StatusObject } from './status.js';
 
 /** What a console needs of the agent hub. */
 export type StreamHub = Pick<Hub, 'openStream'>;
-
-/** Phases whose Host's agent may have a console to give; for Unknown, the hub knows whether it is there. */
-const consolePhases: ReadonlySet<string> = new Set(['Running', 'Unknown']);
 
 /** Console input is typed or pasted: far below this. */
 const maxMessageBytes = 1024 * 1024;
@@ -44,29 +42,15 @@ export async function openInstanceStream(
   hub: StreamHub | undefined,
 ): Promise<Duplex> {
   const { kind, subresource } = route;
-  if (subresource === undefined || subresource === 'status') {
+  if (!isConnectSubresource(route)) {
     throw new LoamError('BadRequest', `${kind.plural}/${subresource ?? ''} is not a connect subresource`);
   }
   const instance = (await resources.get(route)) as unknown as Instance;
   const { name = '', namespace = '', uid = '' } = instance.metadata;
-  const { host, phase = 'Pending' } = instance.status ?? {};
-  if (host === undefined || !consolePhases.has(phase)) {
-    const why = host === undefined ? 'is not scheduled to a Host' : `is not running on Host ${host}`;
-    // Worded as kube's NewConflict, as KubeVirt answers for a VMI that is not running.
-    throw new LoamError(
-      'Conflict',
-      `Operation cannot be fulfilled on ${qualifiedName(kind, name)}: the Instance ${why} (phase ${phase})`,
-    );
-  }
-  if (hub === undefined) {
-    throw new LoamError(
-      'Unavailable',
-      'this control plane does not run the agent hub now (another one holds the leadership); try again, or use the API server of the leader',
-    );
-  }
-  return hub.openStream(
+  const host = runningHost(kind, instance);
+  return agentHub(hub).openStream(
     { role: 'libvirt', name: host },
-    { kind: subresource, resource: { kind: kind.kind, namespace, name, uid } },
+    { kind: route.subresource, resource: { kind: kind.kind, namespace, name, uid } },
   );
 }
 

@@ -62,6 +62,14 @@ function resourceList(groupVersion: string, kinds: readonly KindInfo[]) {
           kind: k.kind,
           verbs: ['get'],
         })),
+        // As KubeVirt lists virtualmachines/restart: put only.
+        ...(k.actionSubresources ?? []).map((subresource) => ({
+          name: `${k.plural}/${subresource}`,
+          singularName: '',
+          namespaced: namespaced(k),
+          kind: k.kind,
+          verbs: ['update'],
+        })),
       ])
       .concat(reviews),
   };

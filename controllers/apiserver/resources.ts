@@ -63,7 +63,7 @@ export interface WriteOptions {
   warnings: string[];
 }
 
-function defaultWrite(): WriteOptions {
+export function defaultWrite(): WriteOptions {
   return { fieldValidation: 'Warn', dryRun: false, warnings: [] };
 }
 

@@ -3,7 +3,7 @@
  * kube-apiserver's RequestInfoResolver does.
  */
 import { LoamError } from '../../crds/errors.js';
-import type { ConnectSubresource, KindInfo } from '../../crds/kind.js';
+import type { ActionSubresource, ConnectSubresource, KindInfo } from '../../crds/kind.js';
 
 export type Verb = 'get' | 'list' | 'watch' | 'create' | 'update' | 'patch' | 'delete' | 'deletecollection';
 
@@ -14,8 +14,11 @@ export interface ResourceRequest {
   /** Set for namespaced requests; absent for cluster-scoped kinds and lists across all namespaces. */
   namespace?: string;
   name?: string;
-  /** status, or a connect subresource (a GET upgraded to a WebSocket, served by server.ts). */
-  subresource?: 'status' | ConnectSubresource;
+  /**
+   * status, a connect subresource (a GET upgraded to a WebSocket, served by server.ts) or an
+   * action subresource (a PUT, served by power.ts).
+   */
+  subresource?: 'status' | ConnectSubresource | ActionSubresource;
 }
 
 export interface OtherRequest {
@@ -63,12 +66,18 @@ export function routeRequest(
   const kind = find(plural);
   if (!kind || extra.length > 0) return { type: 'other', path: url.pathname };
   const connect = kind.connectSubresources?.find((served) => served === subresource);
-  if (subresource !== undefined && !(subresource === 'status' && kind.statusSubresource) && !connect) {
+  const action = kind.actionSubresources?.find((served) => served === subresource);
+  const special = connect ?? action;
+  if (subresource !== undefined && !(subresource === 'status' && kind.statusSubresource) && !special) {
     return { type: 'other', path: url.pathname };
   }
-  // A connect subresource is only ever read, as KubeVirt's console: RBAC's verb for it is get.
-  const verbs =
-    connect === undefined ? methodVerbs[method] : method === 'GET' ? { item: 'get' as const } : {};
+  // A connect subresource is only ever read, as KubeVirt's console (RBAC's verb get); an action
+  // is only ever put, as KubeVirt's restart (RBAC's verb update).
+  const verbs = connect
+    ? { item: method === 'GET' ? ('get' as const) : undefined }
+    : action
+      ? { item: method === 'PUT' ? ('update' as const) : undefined }
+      : methodVerbs[method];
   let verb = name === undefined ? verbs?.collection : verbs?.item;
   if (!verb)
     throw new LoamError(
@@ -80,12 +89,26 @@ export function routeRequest(
   const request: ResourceRequest = { type: 'resource', kind, verb };
   if (namespace !== undefined) request.namespace = namespace;
   if (name !== undefined) request.name = name;
-  if (subresource === 'status' || connect !== undefined) request.subresource = connect ?? 'status';
+  if (subresource === 'status' || special !== undefined) request.subresource = special ?? 'status';
   // A namespaced kind's item must be addressed inside its namespace.
   if (kind.scope === 'Namespaced' && name !== undefined && namespace === undefined) {
     return { type: 'other', path: url.pathname };
   }
   return request;
+}
+
+/** A connect subresource (an Instance's console): served only as a WebSocket. */
+export function isConnectSubresource(
+  route: ResourceRequest,
+): route is ResourceRequest & { subresource: ConnectSubresource } {
+  return route.kind.connectSubresources?.some((served) => served === route.subresource) ?? false;
+}
+
+/** An action subresource (an Instance's reboot): served only as a PUT. */
+export function isActionSubresource(
+  route: ResourceRequest,
+): route is ResourceRequest & { subresource: ActionSubresource } {
+  return route.kind.actionSubresources?.some((served) => served === route.subresource) ?? false;
 }
 
 /** The store key prefix of a kind, or of one namespace of it; every key below it is one object. */

@@ -37,10 +37,11 @@ import {
   openapiV2ProtobufType,
   wantsOpenapiV2Protobuf,
 } from './openapi-v2.js';
+import { type JobHub, performAction } from './power.js';
 import { decodeKubernetesProtobuf, protobufContentType } from './protobuf.js';
 import { type DeleteOptions, patchTypes, Resources, type WriteOptions } from './resources.js';
 import { review, reviewFor } from './reviews.js';
-import { type ResourceRequest, routeRequest } from './routing.js';
+import { isActionSubresource, isConnectSubresource, type ResourceRequest, routeRequest } from './routing.js';
 import { statusFromError } from './status.js';
 import { toTable, wantsTable } from './table.js';
 
@@ -57,8 +58,8 @@ export interface ApiServerOptions {
   registry?: Registry;
   /** Interval between watch bookmarks (tests shorten it). */
   bookmarkIntervalMs?: number;
-  /** The agent hub consoles go through, while this control plane runs it (it leads); none without. */
-  hub?: () => StreamHub | undefined;
+  /** The agent hub consoles and power actions go through, while this control plane runs it (it leads); none without. */
+  hub?: () => (StreamHub & JobHub) | undefined;
   /** Interval between the pings that keep a console's WebSocket open (tests shorten it). */
   consolePingIntervalMs?: number;
 }
@@ -197,7 +198,7 @@ export class ApiServer {
       subject = route;
       authorize(user, route);
       // As kube-apiserver answers an exec without the upgrade.
-      if (isConnect(route)) throw new LoamError('BadRequest', 'Upgrade request required');
+      if (isConnectSubresource(route)) throw new LoamError('BadRequest', 'Upgrade request required');
       await this.serveResource(route, req, res, url);
     } catch (err) {
       if (!(err instanceof LoamError))
@@ -276,6 +277,10 @@ export class ApiServer {
       case 'create':
         return respond(201, await this.resources.create(route, await readBody(req), write));
       case 'update':
+        if (isActionSubresource(route)) {
+          await readBody(req, 'json', true); // options, as KubeVirt's; none are read yet
+          return respond(200, await performAction(route, this.resources, this.options.hub?.(), write));
+        }
         return respond(200, await this.resources.update(route, await readBody(req), write));
       case 'patch': {
         const contentType = (req.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
@@ -360,7 +365,7 @@ export class ApiServer {
       const user = this.certificateUser(req) ?? tokenUser(req.headers.authorization, this.tokenKey);
       if (!user) throw new LoamError('Unauthorized', 'Unauthorized');
       const route = routeRequest(req.method ?? 'GET', url, this.options.kinds);
-      if (route.type === 'other' || !isConnect(route)) {
+      if (route.type === 'other' || !isConnectSubresource(route)) {
         throw new LoamError(
           'BadRequest',
           `${url.pathname} cannot be upgraded: only connect subresources can`,
@@ -408,11 +413,6 @@ export class ApiServer {
   private send(res: Http2ServerResponse, code: number, body: unknown): void {
     res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   }
-}
-
-/** A connect subresource (an Instance's console): served only as a WebSocket. */
-function isConnect(route: ResourceRequest): boolean {
-  return route.subresource !== undefined && route.subresource !== 'status';
 }
 
 async function readBody(

@@ -2,7 +2,7 @@
 
 import { z } from 'zod';
 import { addFieldIssue } from '../issues.js';
-import type { ConnectSubresource, KindInfo, PrinterColumn } from '../kind.js';
+import type { ActionSubresource, ConnectSubresource, KindInfo, PrinterColumn } from '../kind.js';
 import { celRules, conditionList, generation, objectMeta, type Scope } from '../meta.js';
 
 export const group = 'loam.dev';
@@ -36,9 +36,20 @@ export function defineKind<
   status: Status;
   printerColumns: PrinterColumn[];
   connectSubresources?: readonly ConnectSubresource[];
+  actionSubresources?: readonly ActionSubresource[];
 }) {
-  const { kind, plural, shortNames, scope, description, spec, status, printerColumns, connectSubresources } =
-    definition;
+  const {
+    kind,
+    plural,
+    shortNames,
+    scope,
+    description,
+    spec,
+    status,
+    printerColumns,
+    connectSubresources,
+    actionSubresources,
+  } = definition;
   const schema = z
     .object({
       apiVersion: z.literal(apiVersion),
@@ -61,6 +72,7 @@ export function defineKind<
     scope,
     statusSubresource: true,
     ...(connectSubresources ? { connectSubresources } : {}),
+    ...(actionSubresources ? { actionSubresources } : {}),
     schema,
     printerColumns,
   };

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { artifactUrl, dnsLabel, macAddress, sha256Hex } from '../formats.js';
 import { ipv4 } from '../ip.js';
 import { addFieldIssue, requireExactlyOne } from '../issues.js';
+import { actionSubresources } from '../kind.js';
 import { celRules, labelMap, listMap } from '../meta.js';
 import { quantity } from '../quantity.js';
 import { ageColumn, defineKind, phaseColumn, statusSchema } from './common.js';
@@ -144,6 +145,8 @@ export const instanceKind = defineKind({
   ],
   // The serial console, through the hub to the agent of the Instance's Host.
   connectSubresources: ['console'],
+  // Power actions, through the hub to the same agent (or a change of spec.runStrategy).
+  actionSubresources,
 });
 
 export const instanceSchema = instanceKind.schema;

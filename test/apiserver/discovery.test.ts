@@ -20,7 +20,7 @@ interface DiscoveryList {
         resource: string;
         scope: string;
         shortNames?: string[];
-        subresources: { subresource: string }[];
+        subresources: { subresource: string; verbs: string[] }[];
       }[];
     }[];
   }[];
@@ -49,8 +49,9 @@ describe('aggregated discovery', () => {
     assert.equal(instances?.scope, 'Namespaced');
     assert.deepEqual(
       instances?.subresources.map((s) => s.subresource),
-      ['status', 'console'],
+      ['status', 'console', 'start', 'stop', 'reboot', 'reset'],
     );
+    assert.deepEqual(instances?.subresources.find((s) => s.subresource === 'reboot')?.verbs, ['update']);
     assert.equal(loam?.versions[0]?.resources.find((r) => r.resource === 'hosts')?.scope, 'Cluster');
     const core = aggregatedDiscovery('/api', servedKinds, 'v2') as DiscoveryList;
     assert.deepEqual(

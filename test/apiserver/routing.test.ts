@@ -54,7 +54,13 @@ describe('apiserver routing', () => {
       '/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console',
       { kind: 'Instance', verb: 'get', namespace: 'dev', name: 'web', subresource: 'console' },
     ],
+    [
+      'PUT',
+      '/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/reboot',
+      { kind: 'Instance', verb: 'update', namespace: 'dev', name: 'web', subresource: 'reboot' },
+    ],
     ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/networks/lab/console', 'other'], // Instances only
+    ['PUT', '/apis/loam.dev/v1alpha1/namespaces/dev/networks/lab/reset', 'other'],
     ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console/x', 'other'],
     ['GET', '/apis/loam.dev/v1alpha1/instances/web', 'other'], // a namespaced item needs its namespace
     ['GET', '/apis/loam.dev/v1alpha1/namespaces/dev/hosts', 'other'], // hosts are cluster-scoped
@@ -96,6 +102,19 @@ describe('apiserver routing', () => {
           routeRequest(
             method,
             new URL('https://loam/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/console'),
+            servedKinds,
+          ),
+        /does not allow this method/,
+        method,
+      );
+    }
+    // An action subresource is put (as KubeVirt's restart) and nothing else.
+    for (const method of ['GET', 'POST', 'PATCH', 'DELETE']) {
+      assert.throws(
+        () =>
+          routeRequest(
+            method,
+            new URL('https://loam/apis/loam.dev/v1alpha1/namespaces/dev/instances/web/stop'),
             servedKinds,
           ),
         /does not allow this method/,

@@ -165,6 +165,53 @@ describe('agents/libvirt/driver', () => {
     assert.equal((await virsh.state(uid)).state, 'shutoff');
   });
 
+  it('runs power actions on its own domain: stop, start, reboot, reset', async () => {
+    const manual = instance('web', { runStrategy: 'Manual' });
+    await handle('instance.apply', manual);
+    const power = (action: string, inst = manual) => {
+      const { namespace, name, uid } = inst.metadata;
+      const object = {
+        apiVersion: inst.apiVersion,
+        kind: 'Instance',
+        metadata: { namespace, name, uid },
+        action,
+      };
+      return driver.handle(
+        {
+          id: `power-${action}`,
+          type: 'instance.power',
+          key: `Instance/${namespace}/${name}`,
+          object: object as never,
+        },
+        new AbortController().signal,
+      );
+    };
+    assert.deepEqual((await power('start')).observed, { state: 'running', generation: 1, interfaces: [] });
+    assert.equal((await virsh.state(uid)).state, 'running');
+    for (const action of ['reboot', 'reset']) {
+      assert.deepEqual(
+        (await power(action)).observed,
+        { state: 'running', generation: 1, interfaces: [] },
+        action,
+      );
+    }
+    assert.deepEqual((await power('stop')).observed, { state: 'stopped', generation: 1, interfaces: [] });
+    assert.deepEqual(await virsh.state(uid), {
+      name: 'loam.team-a.web',
+      state: 'shutoff',
+      reason: 'shutdown',
+    });
+    // Asked again: already there, nothing to do.
+    assert.deepEqual((await power('stop')).observed, { state: 'stopped', generation: 1, interfaces: [] });
+    await rejectsWith(power('pause'), 'Invalid', /action "pause" is not one of start, stop, reboot, reset/);
+    await rejectsWith(power('reboot', instance('db')), 'NotFound', /no domain to reboot/);
+    await rejectsWith(
+      power('reboot', { ...manual, metadata: { ...manual.metadata, uid: '../x' } }),
+      'Invalid',
+      /metadata\.uid/,
+    );
+  });
+
   it('boots an image: a qcow2 overlay grown to rootDisk.size and data disks, made only once', async () => {
     const base = join(storageDir, 'base.raw');
     execFileSync('qemu-img', ['create', '-f', 'raw', base, '1M']);

@@ -33,6 +33,7 @@ function observed(
 
 const older = desired(instance('web', { cpus: 2 }));
 const earlierGeneration = desired(instance('web', {}, { generation: 0 }));
+const uidOf = (domain: DesiredDomain) => domain.identity.uid;
 const types = (actions: { type: string }[]) => actions.map((action) => action.type);
 
 describe('agents/libvirt/jobs', () => {
@@ -151,13 +152,24 @@ describe('agents/libvirt/jobs', () => {
     ];
     for (const [action, obs, expected] of table) {
       it(`${action} when ${obs.status.state}: ${expected.join(', ') || 'nothing'}`, () =>
-        assert.deepEqual(types(planPower(obs, action)), expected));
+        assert.deepEqual(types(planPower(obs, uidOf(current), action)), expected));
     }
 
     it('fails when there is no domain', () =>
       assert.throws(
-        () => planPower(undefined, 'start'),
+        () => planPower(undefined, uidOf(current), 'start'),
         (err) => isLoamError(err, 'NotFound'),
+      ));
+
+    it('refuses a domain under the uid whose metadata names another Instance', () =>
+      assert.throws(
+        () =>
+          planPower(
+            observed('running', 'booted', { defined: desired(instance('db')) }),
+            uidOf(current),
+            'reset',
+          ),
+        (err) => isLoamError(err, 'Conflict') && /belongs to team-a\/db/.test(err.message),
       ));
   });
 
