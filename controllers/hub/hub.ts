@@ -127,6 +127,8 @@ export interface HubEvents {
   connected: [{ agent: AgentIdentity; inventory: Resource[] }];
   inventory: [{ agent: AgentIdentity; upserted: Resource[]; removed: ResourceRef[] }];
   lifecycle: [{ agent: AgentIdentity; event: LifecycleEvent }];
+  /** An agent answered a job (any caller's), in order with the agent's other messages. */
+  jobResult: [{ agent: AgentIdentity; job: JobRequest; result: JobResult }];
   disconnected: [{ agent: AgentIdentity }];
 }
 
@@ -540,6 +542,7 @@ export class Hub extends EventEmitter<HubEvents> {
       metrics: this.metrics,
       sentJobs: record.sentJobs,
       onClosed: (closed, details) => this.sessionClosed(closed, details),
+      onResult: (answered, job, result) => this.emit('jobResult', { agent: answered.identity, job, result }),
     });
     record.session = session;
     this.metrics.connected.inc({ role: identity.role });

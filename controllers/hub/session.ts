@@ -25,7 +25,7 @@ export interface JobRequest {
 }
 
 interface PendingJob {
-  type: string;
+  job: JobRequest;
   started: number;
   timer: NodeJS.Timeout;
   resolve(result: JobResult): void;
@@ -44,6 +44,12 @@ export interface SessionOptions {
   sentJobs: Set<string>;
   /** The session ended, with why. */
   onClosed(session: Session, details: string): void;
+  /**
+   * The agent answered `job`; called as its message arrives, before the dispatch resolves, so
+   * what the answer reports is ordered with the agent's other messages (an inventory change sent
+   * after it must not be overtaken by it).
+   */
+  onResult(session: Session, job: JobRequest, result: JobResult): void;
 }
 
 /** How many job ids an agent's sentJobs keeps. */
@@ -112,7 +118,7 @@ export class Session {
           ),
         timeout,
       );
-      this.inflight.set(id, { type: job.type, started: performance.now(), timer, resolve, reject });
+      this.inflight.set(id, { job, started: performance.now(), timer, resolve, reject });
       this.options.metrics.jobsInflight.inc();
       const { sentJobs } = this.options;
       sentJobs.add(id);
@@ -153,18 +159,21 @@ export class Session {
   }
 
   private settle(id: string, outcome: JobResult | LoamError): void {
-    const job = this.inflight.get(id);
-    if (!job) return;
+    const pending = this.inflight.get(id);
+    if (!pending) return;
     this.inflight.delete(id);
-    clearTimeout(job.timer);
+    clearTimeout(pending.timer);
     const { metrics } = this.options;
     metrics.jobsInflight.dec();
     const code = outcome instanceof LoamError ? errorCodes[outcome.code].grpc : outcome.code;
     metrics.jobDuration.observe(
-      { kind: job.type, result: Status[code] ?? 'UNKNOWN' },
-      (performance.now() - job.started) / 1000,
+      { kind: pending.job.type, result: Status[code] ?? 'UNKNOWN' },
+      (performance.now() - pending.started) / 1000,
     );
-    if (outcome instanceof LoamError) job.reject(outcome);
-    else job.resolve(outcome);
+    if (outcome instanceof LoamError) pending.reject(outcome);
+    else {
+      this.options.onResult(this, pending.job, outcome);
+      pending.resolve(outcome);
+    }
   }
 }

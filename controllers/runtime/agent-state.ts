@@ -89,6 +89,17 @@ function parseObserved(bytes: Uint8Array): unknown {
   }
 }
 
+function objectRefOf({ kind, metadata }: InFlightJob['object']): ObjectRef {
+  return { kind, namespace: metadata.namespace ?? '', name: metadata.name };
+}
+
+/** The object a job was for, read from the job's object as sent; undefined when it names none. */
+function jobSubject(object: unknown): { ref: ObjectRef; uid: string } | undefined {
+  const sent = (object ?? {}) as Partial<InFlightJob['object']>;
+  if (typeof sent.kind !== 'string' || typeof sent.metadata?.name !== 'string') return undefined;
+  return { ref: objectRefOf(sent as InFlightJob['object']), uid: sent.metadata.uid ?? '' };
+}
+
 function resourceKey(ref: ResourceRef): ObjectKey {
   return refKey({ kind: ref.kind, namespace: ref.namespace, name: ref.name });
 }
@@ -153,6 +164,22 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
       }
       for (const ref of removed) changed = listed.delete(resourceKey(ref)) || changed;
       if (changed) this.emit('inventory', agent);
+    });
+    // Any caller's jobs (also the API server's power actions): the newest word on the object,
+    // recorded in the order the agent said it, before or after its inventory changes.
+    hub.on('jobResult', ({ agent, job, result }) => {
+      const subject = jobSubject(job.object);
+      if (result.code !== grpcStatus.OK || subject === undefined) return;
+      const key = refKey(subject.ref);
+      const observation: Observation = {
+        agent,
+        uid: subject.uid,
+        observed: parseObserved(result.observedJson),
+      };
+      this.store(key, observation);
+      // Its removal from the inventory may be reported later (by polling), after the object
+      // is gone from the API: it must not look like something left behind meanwhile.
+      if (recordsDeletion(observation)) this.unlist(agent, key, observation.uid);
     });
     hub.on('lifecycle', ({ event }) => {
       if (event.resource) this.emitChange(resourceKey(event.resource));
@@ -257,12 +284,7 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
    * `change` for the object, so the controller reconciles it again.
    */
   dispatch(job: InFlightJob, deadlineMs: number): void {
-    const ref: ObjectRef = {
-      kind: job.object.kind,
-      namespace: job.object.metadata.namespace ?? '',
-      name: job.object.metadata.name,
-    };
-    const key = refKey(ref);
+    const key = refKey(objectRefOf(job.object));
     const jobs = this.inFlight.get(key) ?? new Set();
     jobs.add(job);
     this.inFlight.set(key, jobs);
@@ -300,16 +322,8 @@ export class AgentState extends EventEmitter<AgentStateEvents> {
       .then(
         (result) => {
           if (result.code === grpcStatus.OK) {
+            // What it observed is recorded already, as it arrived (the hub's jobResult).
             outcome(this.failures);
-            const observation: Observation = {
-              agent: job.agent,
-              uid: job.object.metadata.uid ?? '',
-              observed: parseObserved(result.observedJson),
-            };
-            this.store(key, observation);
-            // Its removal from the inventory may be reported later (by polling), after the object
-            // is gone from the API: it must not look like something left behind meanwhile.
-            if (recordsDeletion(observation)) this.unlist(job.agent, key, observation.uid);
             settle();
           } else if (permanentCodes.has(result.code)) {
             log.warn({ code: result.code, message: result.message }, 'agent refused the job');

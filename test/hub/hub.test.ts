@@ -8,9 +8,11 @@ import { hostname } from 'node:os';
 import { makeClientConstructor, status as Status } from '@grpc/grpc-js';
 import type { V1Lease } from '@kubernetes/client-node';
 import { service as healthService } from 'grpc-health-check';
+import { pino } from 'pino';
 import type { HubEvents } from '../../controllers/hub/hub.js';
 import type { AgentObject } from '../../controllers/hub/objects.js';
 import { createCertificateSigningRequest, generateKeyPair } from '../../controllers/pki/certificates.js';
+import { AgentState } from '../../controllers/runtime/agent-state.js';
 import { advertisedAgentAddress } from '../../controllers/up.js';
 import { isLoamError } from '../../crds/errors.js';
 import { getCondition } from '../../crds/meta.js';
@@ -248,6 +250,53 @@ describe('agent hub', function () {
       'lifecycle libvirt/worker',
       'disconnected libvirt/worker',
     ]);
+  });
+
+  it('records what a job observed in order with the inventory change the agent sent after it, whoever sent the job', async () => {
+    const agent = await enrolled('ordered');
+    const agents = new AgentState(hub.plane.hub, pino({ level: 'silent' }));
+    const ref = { kind: 'Instance', namespace: 'default', name: 'vm2' };
+    const object = { kind: 'Instance', metadata: { ...ref, uid: 'u2' } };
+    const observed = (state: string) => Buffer.from(JSON.stringify({ state }));
+    const session: TestSession = TestSession.open(hub.address, agent, {
+      answer: (job) => {
+        // As the libvirt agent's poller can: the domain changed right after the job observed it,
+        // and both messages go out together.
+        if (job.type === 'test.then-stopped') {
+          queueMicrotask(() =>
+            session.send({
+              message: {
+                $case: 'inventoryChange',
+                value: {
+                  upserted: [{ ref: { ...ref, uid: 'u2' }, observedJson: observed('stopped') }],
+                  removed: [],
+                },
+              },
+            }),
+          );
+        }
+        return {
+          message: {
+            $case: 'jobResult',
+            value: { jobId: job.id, code: Status.OK, message: '', observedJson: observed('running') },
+          },
+        };
+      },
+    });
+    await session.welcomed();
+    const worker = { role: 'libvirt' as const, name: 'ordered' };
+    const state = () => (agents.observation(ref, worker)?.observed as { state?: string } | undefined)?.state;
+
+    agents.dispatch({ agent: worker, type: 'test.then-stopped', object }, 5_000);
+    await pollUntil(() => agents.jobsInFlight(ref).length === 0 && state() === 'stopped', {
+      timeoutMs: 10_000,
+      what: () => `the later "stopped" to stand (it is ${state()})`,
+    });
+    // A job sent past the controllers (the API server's power actions) is recorded as well.
+    const direct = await hub.plane.hub.dispatch(worker, { type: 'instance.power', object, deadline: soon() });
+    assert.equal(direct.code, Status.OK);
+    assert.equal(state(), 'running');
+    await session.end();
   });
 
   it('fails jobs fast and retryably when the agent is offline, at their deadline, when over the in-flight bound, or when the session ends; too large ones at once', async () => {
