@@ -37,7 +37,13 @@ import { ArtifactCache } from './artifacts.js';
 import { Consoles } from './console.js';
 import { type DomainFacts, type DomainInputs, type DomainType, parseDomainXml } from './domain-xml.js';
 import { bridgeName, type HostNetworkSettings, HostNetworks } from './host-network.js';
-import { type DomainEvent, type DomainStatus, type Hypervisor, pollEvents } from './hypervisor.js';
+import {
+  type DomainEvent,
+  type DomainStatus,
+  type Hypervisor,
+  type PollBaseline,
+  pollEvents,
+} from './hypervisor.js';
 import { DomainJobs, type ObservedDomain } from './jobs.js';
 import { type PreflightCondition, preflight, recheck } from './preflight.js';
 import { type AllocatableFacts, allocatableFacts, defaultReserved, type Reserved } from './reserved.js';
@@ -415,12 +421,15 @@ export class LibvirtDriver implements Driver {
 
   /**
    * Reports changes until `signal` aborts. A failure (libvirt gone for a while) is logged and the
-   * polling starts over: the inventory sent on the next connect covers whatever was missed.
+   * polling starts over from the last change reported: the one that failed is reported again,
+   * not taken for the new baseline (a stop missed so would leave the Instance Running for good).
    */
   private async watch(events: DriverEvents, signal: AbortSignal): Promise<void> {
+    const baseline: PollBaseline = {};
     while (!signal.aborted) {
       try {
-        for await (const event of pollEvents(() => this.hypervisor.list(), this.eventPollMs, signal)) {
+        const polled = pollEvents(() => this.hypervisor.list(), this.eventPollMs, signal, baseline);
+        for await (const event of polled) {
           await this.report(event, events);
         }
       } catch (err) {

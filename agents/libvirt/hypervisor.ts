@@ -168,23 +168,36 @@ export function diffStatuses(
   return events;
 }
 
+/** The domain statuses the events so far lead to; undefined until the first poll sets it. */
+export interface PollBaseline {
+  statuses?: Map<string, DomainStatus>;
+}
+
 /**
  * Events by polling `list` every `intervalMs`, for drivers without a native event stream. The
  * first poll sets the baseline (the full inventory is reported separately), so only changes are
- * events. A failed poll is skipped: the next one reports whatever changed meanwhile.
+ * events. A failed poll is skipped: the next one reports whatever changed meanwhile. An event
+ * joins `baseline` only once its consumer took it, so a consumer that failed on one can poll
+ * again with the same baseline and get that event again instead of losing it.
  */
 export async function* pollEvents(
   list: () => Promise<DomainStatus[]>,
   intervalMs: number,
   signal: AbortSignal,
+  baseline: PollBaseline = {},
 ): AsyncGenerator<DomainEvent> {
-  const snapshot = async () => new Map((await list()).map((status) => [status.name, status]));
-  let before: Map<string, DomainStatus> | undefined;
   while (!signal.aborted) {
     try {
-      const after = await snapshot();
-      if (before !== undefined) yield* diffStatuses(before, after);
-      before = after;
+      const after = new Map((await list()).map((status) => [status.name, status]));
+      const before = baseline.statuses;
+      if (before === undefined) baseline.statuses = after;
+      else {
+        for (const event of diffStatuses(before, after)) {
+          yield event;
+          if (event.status === undefined) before.delete(event.name);
+          else before.set(event.name, event.status);
+        }
+      }
     } catch (err) {
       if (!isLoamError(err, 'Unavailable') && !isLoamError(err, 'NotFound')) throw err;
     }

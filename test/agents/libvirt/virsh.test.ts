@@ -8,6 +8,8 @@ import {
   type DomainStatus,
   decodeState,
   diffStatuses,
+  type PollBaseline,
+  pollEvents,
   waitForShutoff,
 } from '../../../agents/libvirt/hypervisor.js';
 import {
@@ -197,6 +199,32 @@ describe('agents/libvirt/virsh', () => {
     for (const [title, before, after, events] of table) {
       it(title, () => assert.deepEqual(diffStatuses(before, after), events));
     }
+
+    it('polls again from the last event taken: one its consumer failed on comes again', async () => {
+      // What the host lists, poll after poll: the baseline, then a stop, then no more changes.
+      const lists = [[s('a', 'running')], [s('a', 'shutoff')]];
+      let polls = 0;
+      const abort = new AbortController();
+      const list = async () => {
+        if (polls > 10) abort.abort(); // bounded, whatever happens
+        return lists[Math.min(polls++, lists.length - 1)] ?? [];
+      };
+      const baseline: PollBaseline = {};
+      const stop = { name: 'a', status: s('a', 'shutoff'), previous: s('a', 'running') };
+      await assert.rejects(async () => {
+        for await (const event of pollEvents(list, 1, abort.signal, baseline)) {
+          assert.deepEqual(event, stop);
+          throw new Error('reporting it failed');
+        }
+      }, /reporting it failed/);
+      const again: DomainEvent[] = [];
+      for await (const event of pollEvents(list, 1, abort.signal, baseline)) {
+        again.push(event);
+        abort.abort();
+      }
+      assert.deepEqual(again, [stop]);
+      assert.deepEqual(baseline.statuses, map(s('a', 'shutoff')));
+    });
   });
 
   describe('waitForShutoff', () => {
