@@ -16,6 +16,7 @@ import { registerAgentCommands } from '../agents/runtime/cli.js';
 import { agentSettings } from '../agents/runtime/config.js';
 import { adminGroup, tenantGroupPrefix } from '../controllers/apiserver/auth.js';
 import { attachConsole } from '../controllers/instance/console-command.js';
+import { powerAction } from '../controllers/instance/power-command.js';
 import type { LocalAgent } from '../controllers/local-agents.js';
 import { createBootstrapToken, joinCommand } from '../controllers/pki/bootstrap-tokens.js';
 import { type AgentRole, agentRoles, caPin } from '../controllers/pki/certificates.js';
@@ -25,6 +26,7 @@ import { issueToken } from '../controllers/pki/tokens.js';
 import { agentAddressFile, up } from '../controllers/up.js';
 import { peerClientConfig, renderQr } from '../controllers/wireguardpeer/client-command.js';
 import { parseDuration } from '../crds/formats.js';
+import { type ActionSubresource, actionSubresources } from '../crds/kind.js';
 import { validateManifests } from '../crds/manifests.js';
 import { routerDrivers } from '../crds/v1alpha1/index.js';
 
@@ -431,7 +433,7 @@ program
     },
   );
 
-// --- loam wg-config, loam console --------------------------------------------------------------
+// --- loam wg-config, loam console, loam start|stop|reboot|reset -------------------------------
 
 /** NAMESPACE/NAME from the argument `ref`; `example` shows the form, e.g. NAMESPACE/PEER (default/laptop). */
 function namespacedName(ref: string, example: string): [string, string] {
@@ -507,6 +509,31 @@ program
       for (const signal of signals) process.off(signal, detach);
     }
   });
+
+const actionDescriptions: Record<ActionSubresource, string> = {
+  start:
+    'start an Instance: runStrategy Halted becomes Always; under Manual or RerunOnFailure its domain is powered on',
+  stop: 'stop an Instance: its runStrategy becomes Halted; under Manual its guest is shut down (ACPI), and destroyed if still running after 60 s',
+  reboot: "reboot an Instance's guest (ACPI: the guest must handle it)",
+  reset: "reset an Instance's domain, as its reset button: no guest involvement",
+};
+
+for (const action of actionSubresources) {
+  program
+    .command(action)
+    .description(actionDescriptions[action])
+    .argument('<namespace/instance>', 'the Instance, e.g. default/web-1')
+    .option(
+      '--kubeconfig <file>',
+      'credentials to ask with (default: $KUBECONFIG, else <data-dir>/admin.kubeconfig)',
+    )
+    .option('--data-dir <dir>', 'the control plane data dir (env LOAM_DATA_DIR)', defaultDataDir)
+    .action(async (ref: string, options: { kubeconfig?: string; dataDir: string }) => {
+      const [namespace, name] = namespacedName(ref, 'NAMESPACE/INSTANCE, e.g. default/web-1');
+      const kubeConfig = loadKubeConfig(options.kubeconfig, options.dataDir);
+      console.log(await powerAction(kubeConfig, namespace, name, action));
+    });
+}
 
 registerAgentCommands(program, pkg.version);
 

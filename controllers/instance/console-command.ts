@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { type ClientOptions, WebSocket } from 'ws';
-import { type ErrorCode, errorCodes, isLoamError, LoamError } from '../../crds/errors.js';
-import { instanceKind } from '../../crds/v1alpha1/instance.js';
+import { isLoamError, LoamError } from '../../crds/errors.js';
+import { instanceSubresourceUrl, refusal } from './subresource-request.js';
 
 /** Ctrl+] detaches, as in virsh and telnet. */
 export const escapeByte = 0x1d;
@@ -47,35 +47,7 @@ export function beforeEscape(chunk: Buffer): { data: Buffer; detach: boolean } {
 
 /** The WebSocket URL of an Instance's console on the API server at `server` (https://host:port[/prefix]). */
 export function consoleUrl(server: string, namespace: string, name: string): string {
-  const { group, version, plural } = instanceKind;
-  const path = `/apis/${group}/${version}/namespaces/${encodeURIComponent(namespace)}/${plural}/${encodeURIComponent(name)}/console`;
-  return `${server.replace(/\/+$/, '').replace(/^http/, 'ws')}${path}`;
-}
-
-/** The one-line error for an API server's refusal (`body` is its Status, normally). */
-export function refusal(code: number, body: string, instance: string): LoamError {
-  let status: { message?: unknown; reason?: unknown; details?: { name?: unknown } } = {};
-  try {
-    status = JSON.parse(body) as typeof status;
-  } catch {
-    // Not a Status (a proxy's page): the code says enough.
-  }
-  const message = typeof status.message === 'string' ? status.message : body.trim().split('\n')[0];
-  // By the Status reason first: 409 is AlreadyExists or Conflict.
-  const codes = (Object.keys(errorCodes) as ErrorCode[]).filter((c) => errorCodes[c].http === code);
-  const errorCode = codes.find((c) => errorCodes[c].reason === status.reason) ?? codes[0];
-  const [loamCode, text]: [ErrorCode, string] =
-    code === 404 && status.details?.name !== undefined
-      ? ['NotFound', `instance ${instance} not found`]
-      : code === 403
-        ? ['Forbidden', `forbidden: these credentials may not open the console of instance ${instance}`]
-        : code === 401
-          ? ['Unauthorized', `unauthorized: the API server did not accept these credentials (${message})`]
-          : [
-              errorCode ?? 'Internal',
-              `cannot open the console of instance ${instance}: ${message} (HTTP ${code})`,
-            ];
-  return new LoamError(loamCode, text);
+  return instanceSubresourceUrl(server, namespace, name, 'console').replace(/^http/, 'ws');
 }
 
 /**
@@ -200,7 +172,7 @@ function opened(ws: WebSocket, server: string, instance: string, signal?: AbortS
     ws.once('unexpected-response', (req, res) => {
       let body = '';
       const refuse = () => {
-        reject(refusal(res.statusCode ?? 0, body, instance));
+        reject(refusal(res.statusCode ?? 0, body, instance, 'open the console of'));
         req.destroy();
       };
       res.setEncoding('utf8');

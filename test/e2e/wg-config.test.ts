@@ -4,7 +4,6 @@
  * controller would).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
@@ -13,29 +12,11 @@ import { loadCertificateAuthority } from '../../controllers/pki/files.js';
 import { issueKubeconfig } from '../../controllers/pki/kubeconfig.js';
 import type { ControlPlane } from '../../controllers/up.js';
 import { generateKeyPair, renderClientConfig } from '../../controllers/wireguardpeer/client-config.js';
+import { assertFails, runLoam as loam } from '../harness/cli.js';
 import { startPlane, tempDir } from '../harness/plane.js';
 
-const cli = new URL('../../bin/loam.js', import.meta.url).pathname;
 const group = { group: 'loam.dev', version: 'v1alpha1', plural: 'wireguardpeers' };
 const namespace = 'default';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The CLI with `args`; $KUBECONFIG is the test's `kubeconfigEnv`, never the caller's. */
-function loam(args: string[], kubeconfigEnv?: string): Promise<Run> {
-  const env = { ...process.env };
-  delete env.KUBECONFIG;
-  if (kubeconfigEnv !== undefined) env.KUBECONFIG = kubeconfigEnv;
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 function peer(name: string, spec: Record<string, unknown> = {}) {
   return {
@@ -44,14 +25,6 @@ function peer(name: string, spec: Record<string, unknown> = {}) {
     metadata: { name, namespace },
     spec: { network: 'lab', ...spec },
   };
-}
-
-/** The one line a failed command prints, and that it exited 1. */
-function assertFails(run: Run, message: RegExp): void {
-  assert.equal(run.code, 1, run.stderr);
-  assert.equal(run.stdout, '');
-  assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
-  assert.match(run.stderr, message);
 }
 
 describe('loam wg-config', function () {

@@ -1,11 +1,7 @@
 /** The pure parts of `loam console`: the URL, the escape character, one-line refusals. */
 import assert from 'node:assert/strict';
-import {
-  beforeEscape,
-  consoleUrl,
-  escapeByte,
-  refusal,
-} from '../../../controllers/instance/console-command.js';
+import { beforeEscape, consoleUrl, escapeByte } from '../../../controllers/instance/console-command.js';
+import { refusal } from '../../../controllers/instance/subresource-request.js';
 
 describe('controllers/instance/console-command', () => {
   it("is the Instance's console subresource, on the API server's scheme, host and path prefix", () => {
@@ -93,7 +89,7 @@ describe('controllers/instance/console-command', () => {
       [502, '<html>\nBad Gateway\n</html>', 'Internal', /: <html> \(HTTP 502\)$/],
     ];
     for (const [code, body, expected, message] of cases) {
-      const err = refusal(code, body, 'default/web');
+      const err = refusal(code, body, 'default/web', 'open the console of');
       assert.equal(err.code, expected, body);
       assert.match(err.message, message);
       assert.ok(!err.message.includes('\n'), 'one line');
