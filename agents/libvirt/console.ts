@@ -138,13 +138,20 @@ export class Consoles {
 /** A pty device as a Duplex: a non-blocking TTY handle, never the agent's controlling terminal. */
 async function openPty(path: string): Promise<Duplex> {
   const fd = await promisify(openFd)(path, constants.O_RDWR | constants.O_NOCTTY);
+  let device: ReadStream;
   try {
     // Readable and writable: libuv opens the TTY handle in the fd's own mode.
-    return new ReadStream(fd);
+    device = new ReadStream(fd);
   } catch (err) {
     closeFd(fd, () => {});
     throw err;
   }
+  // libuv reopens a pty by its name for a handle of its own and closes only that one when the
+  // stream is destroyed. The fd opened here would stay open after a detach, and QEMU, seeing the
+  // pty still open, would stop the guest's serial output (the guest hangs) once its buffer filled.
+  const handleFd = (device as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof handleFd === 'number' && handleFd !== fd) closeFd(fd, () => {});
+  return device;
 }
 
 /**
