@@ -4,7 +4,8 @@
  * from installed Debian packages, served over loopback HTTP) as a direct-kernel domain under QEMU
  * (TCG here: no KVM). The Instance reaches Running, the guest's marker appears in its console log
  * and through `loam console` (the real CLI, waiting from the apply to attach as soon as the
- * Instance runs), whose typing the guest's tty echoes, and `kubectl delete` removes the domain and its files.
+ * Instance runs), whose typing the guest's tty echoes; `loam reset` boots the guest again, and
+ * `kubectl delete` removes the domain and its files.
  *
  * It needs a system libvirtd (hack/libvirtd.ts starts one when none answers) and the
  * packages hack/install-deps.sh installs; a missing one fails the test with its name, never skips it.
@@ -17,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { bootMarker, buildGuest, type Guest } from '../../hack/guest.js';
 import { ensureLibvirtd, virsh } from '../../hack/libvirtd.js';
+import { runLoam } from '../harness/cli.js';
 import { ConsoleProcess } from '../harness/console.js';
 import { kubectl } from '../harness/kubectl.js';
 import { LoamProcess } from '../harness/loam.js';
@@ -55,7 +57,7 @@ describe('a real boot: loam up on qemu:///system, a direct-kernel Instance', fun
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('runs the guest, logs its console and deletes the domain and its files', async () => {
+  it('runs the guest, logs its console, resets it and deletes the domain and its files', async () => {
     const dataDir = join(dir, 'data');
     // QEMU runs as libvirt-qemu (Debian's qemu.conf): it must reach the kernel, initrd and disks
     // in the storage dir beside the data dir (the data dir itself stays 0700). mkdtemp makes the
@@ -147,6 +149,19 @@ spec:
     attached.write(`${typed}\r`);
     await attached.waitFor(typed, 30_000);
     assert.equal(await attached.detach(), 0, attached.stderr);
+
+    // `loam reset` presses the domain's reset button: the same QEMU boots the guest again.
+    const markers = () => readFileSync(consoleLog, 'utf8').split(bootMarker).length - 1;
+    const before = markers();
+    const reset = await runLoam(['reset', 'default/boot', '--kubeconfig', loam.kubeconfig]);
+    assert.equal(reset.code, 0, reset.stderr);
+    assert.match(reset.stdout, /^default\/boot: reset done on Host \S+\n$/);
+    await pollUntil(() => markers() > before, {
+      timeoutMs: 120_000,
+      intervalMs: 250,
+      what: () =>
+        `${bootMarker} again in ${consoleLog} after the reset (it ends: ${JSON.stringify(readFileSync(consoleLog, 'utf8').slice(-1500))})`,
+    });
 
     const deleted = await k.run(['delete', 'instance', 'boot', '--timeout=60s']);
     assert.equal(deleted.code, 0, deleted.stderr);
