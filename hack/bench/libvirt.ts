@@ -18,7 +18,7 @@
  *    virsh and the storage dir are checked to hold nothing of it, before the next is applied.
  * 2. Scale on libvirt's test driver (env LOAM_BENCH_TEST_INSTANCES, default 100; 0 skips it): the
  *    agent on test:///default (libvirt's in-memory driver: real XML validation and domain
- *    bookkeeping, no guests) whose Host reports 512 cpus and 2Ti (the proxy adds these facts; the
+ *    bookkeeping, no guests) whose Host reports 512 cpus and 2Ti, all allocatable (the proxy adds these facts; the
  *    machine's own cpus would fit only a few). One /20 Network and N Instances (1 cpu, 256Mi,
  *    one NIC, one kernel URL and sha256: the cache fetches it once), created 32 at a time; then
  *    all deleted. Prints convergence, apply -> Running p50/p99, jobs per Instance and the jobs'
@@ -408,7 +408,12 @@ async function testDriverScale(dir: string, kernel: Buffer, logger: Logger): Pro
       storageDir: join(dir, 'test-storage'),
       logger,
     });
-    const { driver, record } = recorded(opened.driver, { cpus: '512', memory: '2Ti' });
+    const { driver, record } = recorded(opened.driver, {
+      cpus: '512',
+      memory: '2Ti',
+      allocatableCpus: '512',
+      allocatableMemory: '2Ti',
+    });
     const system = await planeWith(join(dir, 'test-plane'), driver, opened.close);
     plane = system.plane;
     const { kubeConfig, custom } = system;
