@@ -25,6 +25,13 @@ function groupDocument(name: string, versions: Set<string>) {
 
 function resourceList(groupVersion: string, kinds: readonly KindInfo[]) {
   const namespaced = (k: KindInfo) => k.scope === 'Namespaced';
+  const subresourceEntry = (k: KindInfo, subresource: string, verbs: string[]) => ({
+    name: `${k.plural}/${subresource}`,
+    singularName: '',
+    namespaced: namespaced(k),
+    kind: k.kind,
+    verbs,
+  });
   const reviews = reviewResources
     .filter((r) => `${r.group}/${r.version}` === groupVersion)
     .map((r) => ({ name: r.plural, singularName: '', namespaced: false, kind: r.kind, verbs: ['create'] }));
@@ -43,33 +50,11 @@ function resourceList(groupVersion: string, kinds: readonly KindInfo[]) {
           ...(k.shortNames.length > 0 ? { shortNames: k.shortNames } : {}),
           ...(k.categories.length > 0 ? { categories: k.categories } : {}),
         },
-        ...(k.statusSubresource
-          ? [
-              {
-                name: `${k.plural}/status`,
-                singularName: '',
-                namespaced: namespaced(k),
-                kind: k.kind,
-                verbs: ['get', 'patch', 'update'],
-              },
-            ]
-          : []),
+        ...(k.statusSubresource ? [subresourceEntry(k, 'status', ['get', 'patch', 'update'])] : []),
         // As kube lists pods/log: the parent's kind, read only.
-        ...(k.connectSubresources ?? []).map((subresource) => ({
-          name: `${k.plural}/${subresource}`,
-          singularName: '',
-          namespaced: namespaced(k),
-          kind: k.kind,
-          verbs: ['get'],
-        })),
+        ...(k.connectSubresources ?? []).map((subresource) => subresourceEntry(k, subresource, ['get'])),
         // As KubeVirt lists virtualmachines/restart: put only.
-        ...(k.actionSubresources ?? []).map((subresource) => ({
-          name: `${k.plural}/${subresource}`,
-          singularName: '',
-          namespaced: namespaced(k),
-          kind: k.kind,
-          verbs: ['update'],
-        })),
+        ...(k.actionSubresources ?? []).map((subresource) => subresourceEntry(k, subresource, ['update'])),
       ])
       .concat(reviews),
   };
