@@ -99,11 +99,24 @@ export async function performAction(
       { metadata: { resourceVersion }, spec: { runStrategy: plan.runStrategy } },
       write,
     );
-    return success(`${namespace}/${name}: ${plan.message}`);
+    return success(`${namespace}/${name}: ${plan.message}${write.dryRun ? ' (dry run: not stored)' : ''}`);
   }
+  if (write.dryRun)
+    return success(`${namespace}/${name}: ${action} on Host ${plan.host} (dry run: not done)`);
   const agents = agentHub(hub);
-  if (!write.dryRun) {
-    const result = await agents.dispatch(
+  // One at a time per Instance: the agent runs them one after the other anyway, and each waits
+  // holding one of the Host's job slots, which the controller needs for every other Instance there.
+  if (actionsInFlight.has(uid)) {
+    throw instanceConflict(
+      kind,
+      instance,
+      'another power action on it is in progress; try again once it is done',
+    );
+  }
+  actionsInFlight.add(uid);
+  let result: Awaited<ReturnType<JobHub['dispatch']>>;
+  try {
+    result = await agents.dispatch(
       { role: 'libvirt', name: plan.host },
       {
         type: 'instance.power',
@@ -116,14 +129,48 @@ export async function performAction(
         deadline: new Date(Date.now() + powerJobDeadlineMs),
       },
     );
-    if (result.code !== grpcStatus.OK) {
-      const err = errorFromGrpc(result.code, result.message);
-      throw err.code === 'NotFound'
-        ? instanceConflict(kind, instance, `Host ${plan.host} has no domain for it: ${err.message}`)
-        : new LoamError(err.code, `Host ${plan.host} could not ${action} it: ${err.message}`);
-    }
+  } finally {
+    actionsInFlight.delete(uid);
   }
+  if (result.code !== grpcStatus.OK) throw agentRefusal(kind, instance, plan.host, action, result);
   return success(`${namespace}/${name}: ${action} done on Host ${plan.host}`);
+}
+
+/**
+ * The uids of the Instances with a power action at their agent now. Per process, as the hub is
+ * (only the leader's API server sends jobs), and uids are unique across servers in one process.
+ */
+const actionsInFlight = new Set<string>();
+
+/**
+ * The agent's answer as the requester's error: what is about the domain's state is a Conflict,
+ * and the agent's internal failures are not passed on word for word (its log has them).
+ */
+function agentRefusal(
+  kind: KindInfo,
+  instance: Instance,
+  host: string,
+  action: ActionSubresource,
+  result: { code: number; message: string },
+): LoamError {
+  const err = errorFromGrpc(result.code, result.message);
+  switch (result.code) {
+    case grpcStatus.NOT_FOUND:
+      return instanceConflict(kind, instance, `Host ${host} has no domain for it: ${err.message}`);
+    case grpcStatus.ABORTED:
+    case grpcStatus.FAILED_PRECONDITION:
+      return instanceConflict(kind, instance, `Host ${host} could not ${action} it: ${err.message}`);
+    case grpcStatus.UNIMPLEMENTED:
+      return new LoamError('Unavailable', `the agent of Host ${host} does not run power actions (too old?)`);
+    case grpcStatus.INTERNAL:
+    case grpcStatus.UNKNOWN:
+      return new LoamError(
+        'Internal',
+        `Host ${host} could not ${action} it: the agent failed (its log says why)`,
+      );
+    default:
+      return new LoamError(err.code, `Host ${host} could not ${action} it: ${err.message}`);
+  }
 }
 
 function success(message: string) {

@@ -278,8 +278,8 @@ export class ApiServer {
         return respond(201, await this.resources.create(route, await readBody(req), write));
       case 'update':
         if (isActionSubresource(route)) {
-          await readBody(req, 'json', true); // options, as KubeVirt's; none are read yet
-          return respond(200, await performAction(route, this.resources, this.options.hub?.(), write));
+          const options = actionOptions(await readBody(req, 'json', true), write);
+          return respond(200, await performAction(route, this.resources, this.options.hub?.(), options));
         }
         return respond(200, await this.resources.update(route, await readBody(req), write));
       case 'patch': {
@@ -483,6 +483,22 @@ function parseDryRun(values: string[]): boolean {
     }
   }
   return values.length > 0;
+}
+
+/**
+ * An action's options, as KubeVirt's StopOptions and the like: of them only dryRun is read, from
+ * the body (where virtctl --dry-run puts it) as from the query.
+ */
+function actionOptions(body: unknown, write: WriteOptions): WriteOptions {
+  const { dryRun } = (body ?? {}) as { dryRun?: unknown };
+  if (dryRun === undefined) return write;
+  if (!Array.isArray(dryRun) || !dryRun.every((value) => typeof value === 'string')) {
+    throw new LoamError(
+      'BadRequest',
+      `dryRun: ${JSON.stringify(dryRun)} is not a list of strings, e.g. ["All"]`,
+    );
+  }
+  return { ...write, dryRun: write.dryRun || parseDryRun(dryRun) };
 }
 
 const propagationPolicies = ['Orphan', 'Background', 'Foreground'] as const;

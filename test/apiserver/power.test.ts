@@ -17,6 +17,7 @@ import { type ErrorCode, isLoamError } from '../../crds/errors.js';
 import type { ActionSubresource } from '../../crds/kind.js';
 import { type Instance, instanceKind } from '../../crds/v1alpha1/index.js';
 import { tempDir } from '../harness/plane.js';
+import { pollUntil } from '../harness/poll.js';
 
 type Strategy = Instance['spec']['runStrategy'];
 
@@ -226,6 +227,64 @@ describe('apiserver/power', () => {
         'Unavailable',
         /^Host hv1 could not reset it: libvirt does not answer$/,
       );
+      answer = {
+        code: grpcStatus.ABORTED,
+        message: 'domain loam.default.gone is not running (it is shutoff)',
+      };
+      await refuses(
+        perform('gone', 'reset'),
+        'Conflict',
+        /"gone": Host hv1 could not reset it: domain .* is not running/,
+      );
+      // What failed inside the agent stays in its log.
+      answer = { code: grpcStatus.INTERNAL, message: 'driver failed: /var/lib/loam-libvirt/… exploded' };
+      await refuses(
+        perform('gone', 'reset'),
+        'Internal',
+        /^Host hv1 could not reset it: the agent failed \(its log says why\)$/,
+      );
+      answer = { code: grpcStatus.UNIMPLEMENTED, message: 'the driver does not run instance.power' };
+      await refuses(perform('gone', 'reset'), 'Unavailable', /agent of Host hv1 does not run power actions/);
+    });
+
+    it('runs one action at a time per Instance: another meanwhile is a Conflict', async () => {
+      await instance('busy', 'Manual', { phase: 'Running', host: 'hv1' });
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const held: JobHub = {
+        dispatch: async (...args) => {
+          sent.push(args);
+          await gate; // the agent answers once the test lets it
+          return { jobId: 'j', code: grpcStatus.OK, message: '', observedJson: Buffer.alloc(0) };
+        },
+      };
+      const first = perform('busy', 'stop', held);
+      await pollUntil(() => sent.length === 1, { timeoutMs: 5_000, what: 'the stop at the agent' });
+      await refuses(perform('busy', 'reset', held), 'Conflict', /another power action on it is in progress/);
+      release();
+      await first;
+      await perform('busy', 'reset', held).then(() => undefined, assert.fail);
+      assert.equal(sent.length, 2);
+    });
+
+    it('with dryRun, checks and answers but neither sends nor stores anything', async () => {
+      await instance('dry', 'Always', { phase: 'Running', host: 'hv1' });
+      const dry = (action: ActionSubresource) =>
+        performAction(route('dry', action), resources, undefined, {
+          ...defaultWrite(),
+          dryRun: true,
+        }) as Promise<{
+          message: string;
+        }>;
+      assert.equal((await dry('reset')).message, 'default/dry: reset on Host hv1 (dry run: not done)');
+      assert.equal(
+        (await dry('stop')).message,
+        'default/dry: spec.runStrategy changed from Always to Halted (dry run: not stored)',
+      );
+      assert.equal((await get('dry')).spec.runStrategy, 'Always');
+      assert.equal(sent.length, 0);
     });
 
     it('refuses: no Instance (404), not running (409), no hub here (503)', async () => {

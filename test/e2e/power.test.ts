@@ -132,6 +132,19 @@ spec:
     assert.equal(await field('.spec.runStrategy'), 'Manual');
   });
 
+  it('honours a dry run in the body, as virtctl --dry-run sends it, and names a bad one', async () => {
+    const reset = '/apis/loam.dev/v1alpha1/namespaces/default/instances/hello/reset';
+    const dry = await k.run(['replace', '--raw', reset, '-f', '-'], { input: '{"dryRun":["All"]}' });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(
+      (JSON.parse(dry.stdout) as { message: string }).message,
+      `default/hello: reset on Host ${host} (dry run: not done)`,
+    );
+    const bad = await k.run(['replace', '--raw', reset, '-f', '-'], { input: '{"dryRun":"All"}' });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /dryRun: "All" is not a list of strings/);
+  });
+
   it('refuses another tenant, a missing Instance and a bad argument, in one line each', async () => {
     const tenant = join(dir, 'tenant.kubeconfig');
     const ca = loadCertificateAuthority(join(dir, 'data'));
