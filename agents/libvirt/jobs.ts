@@ -120,8 +120,14 @@ export function planPower(
       return isActive(status) ? [{ type: 'shutdown' }] : [];
     case 'reboot':
     case 'reset':
-      // A stopped domain comes up fresh either way.
-      return running ? [{ type: action }] : startActions(status);
+      // Not a start: under runStrategy Halted or Manual, starting is for the person to decide.
+      if (!running) {
+        throw new LoamError(
+          'Conflict',
+          `domain ${observed.defined.name} is not running (it is ${status.state})`,
+        );
+      }
+      return [{ type: action }];
   }
 }
 

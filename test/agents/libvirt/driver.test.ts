@@ -203,6 +203,8 @@ describe('agents/libvirt/driver', () => {
     });
     // Asked again: already there, nothing to do.
     assert.deepEqual((await power('stop')).observed, { state: 'stopped', generation: 1, interfaces: [] });
+    await rejectsWith(power('reset'), 'Conflict', /is not running/);
+    assert.equal((await virsh.state(uid)).state, 'shutoff', 'a reset started nothing');
     await rejectsWith(power('pause'), 'Invalid', /action "pause" is not one of start, stop, reboot, reset/);
     await rejectsWith(power('reboot', instance('db')), 'NotFound', /no domain to reboot/);
     await rejectsWith(

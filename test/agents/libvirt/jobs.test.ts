@@ -146,13 +146,19 @@ describe('agents/libvirt/jobs', () => {
       ['stop', observed('running', 'booted'), ['shutdown']],
       ['stop', observed('shutoff', 'shutdown'), []],
       ['reboot', observed('running', 'booted'), ['reboot']],
-      ['reboot', observed('shutoff', 'destroyed'), ['start']],
       ['reset', observed('running', 'booted'), ['reset']],
-      ['reset', observed('shutoff', 'destroyed'), ['start']],
     ];
     for (const [action, obs, expected] of table) {
       it(`${action} when ${obs.status.state}: ${expected.join(', ') || 'nothing'}`, () =>
         assert.deepEqual(types(planPower(obs, uidOf(current), action)), expected));
+    }
+
+    for (const action of ['reboot', 'reset'] as const) {
+      it(`refuses to ${action} a domain that is not running, rather than start it`, () =>
+        assert.throws(
+          () => planPower(observed('shutoff', 'destroyed'), uidOf(current), action),
+          (err) => isLoamError(err, 'Conflict') && /is not running \(it is shutoff\)/.test(err.message),
+        ));
     }
 
     it('fails when there is no domain', () =>
