@@ -172,8 +172,11 @@ export class Session {
     );
     if (outcome instanceof LoamError) pending.reject(outcome);
     else {
-      this.options.onResult(this, pending.job, outcome);
-      pending.resolve(outcome);
+      try {
+        this.options.onResult(this, pending.job, outcome);
+      } finally {
+        pending.resolve(outcome); // whatever a listener did: the job is answered
+      }
     }
   }
 }
