@@ -420,9 +420,11 @@ export class LibvirtDriver implements Driver {
   }
 
   /**
-   * Reports changes until `signal` aborts. A failure (libvirt gone for a while) is logged and the
-   * polling starts over from the last change reported: the one that failed is reported again,
-   * not taken for the new baseline (a stop missed so would leave the Instance Running for good).
+   * Reports changes until `signal` aborts. When libvirt does not answer, polling starts over from
+   * the last change reported: the one that failed is reported again, not taken for the new
+   * baseline (a stop missed so would leave the Instance Running for good). A change that cannot
+   * be reported for another reason (a domain whose XML does not parse) is logged and passed over,
+   * so it never holds back the others.
    */
   private async watch(events: DriverEvents, signal: AbortSignal): Promise<void> {
     const baseline: PollBaseline = {};
@@ -430,7 +432,15 @@ export class LibvirtDriver implements Driver {
       try {
         const polled = pollEvents(() => this.hypervisor.list(), this.eventPollMs, signal, baseline);
         for await (const event of polled) {
-          await this.report(event, events);
+          try {
+            await this.report(event, events);
+          } catch (err) {
+            if (isLoamError(err, 'Unavailable')) throw err;
+            this.logger.warn(
+              { err, domain: event.name },
+              'cannot report a change of this domain; passed over',
+            );
+          }
         }
       } catch (err) {
         this.logger.warn({ err }, 'watching domains failed; polling again');
