@@ -12,8 +12,8 @@ import { instanceSubresourceUrl, refusal } from './subresource-request.js';
 
 /** The API server waits up to 2 min for the agent (a stop's shutdown timeout and then some). */
 const requestTimeoutMs = 150_000;
-/** A Status is small; anything longer is cut. */
-const maxBodyBytes = 64 * 1024;
+/** A Status is small; anything longer (in characters) is cut. */
+const maxBodyChars = 64 * 1024;
 
 /** Asks the API server to `action` the Instance namespace/name; resolves with its message. */
 export async function powerAction(
@@ -36,7 +36,7 @@ export async function powerAction(
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
-        if (text.length < maxBodyBytes) text += chunk;
+        if (text.length < maxBodyChars) text += chunk;
       });
       res.on('end', () => resolve({ code: res.statusCode ?? 0, body: text }));
       res.on('error', reject);
