@@ -372,4 +372,40 @@ describe('agents/libvirt/driver', () => {
       'the domain without Loam metadata is never reported',
     );
   });
+
+  it("passes over a domain whose change it cannot read, and reports the others'", async () => {
+    // Someone's domain whose XML does not parse, listed before the Loam one (by name).
+    const foreign = (await virsh.dumpxml('test'))
+      .replace(/<name>test<\/name>/, '<name>aaa-foreign</name>')
+      .replace(/<uuid>[^<]*<\/uuid>/, '');
+    await virsh.define(foreign);
+    await virsh.start('aaa-foreign');
+    const unreadable = Object.create(virsh) as Virsh;
+    unreadable.dumpxml = async (name, options) => {
+      if (name === 'aaa-foreign') throw new LoamError('Invalid', 'domain XML that does not parse');
+      return virsh.dumpxml(name, options);
+    };
+    await driver.stop();
+    driver = new LibvirtDriver({
+      hypervisor: unreadable,
+      storageDir,
+      artifacts,
+      domainType: 'qemu',
+      logger: pino({ level: 'silent' }),
+      eventPollMs: 50,
+    });
+    const notices: LifecycleNotice[] = [];
+    await driver.start({ inventoryChanged: () => {}, lifecycle: (notice) => notices.push(notice) });
+    await handle('instance.apply', web);
+    await pollUntil(() => notices.some((n) => n.reason === 'Started'), {
+      timeoutMs: 5_000,
+      what: 'a Started notice',
+    });
+    await virsh.destroy('aaa-foreign');
+    await virsh.destroy(uid);
+    await pollUntil(() => notices.some((n) => n.reason === 'Stopped'), {
+      timeoutMs: 5_000,
+      what: "web's Stopped notice, past the unreadable domain",
+    });
+  });
 });
