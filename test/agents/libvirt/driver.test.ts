@@ -70,9 +70,9 @@ describe('agents/libvirt/driver', () => {
   let driver: LibvirtDriver;
   const web = instance('web');
   const uid = web.metadata.uid ?? '';
-  const newDriver = () =>
+  const newDriver = (hypervisor: Virsh = virsh) =>
     new LibvirtDriver({
-      hypervisor: virsh,
+      hypervisor,
       storageDir,
       artifacts,
       domainType: 'qemu',
@@ -386,14 +386,7 @@ describe('agents/libvirt/driver', () => {
       return virsh.dumpxml(name, options);
     };
     await driver.stop();
-    driver = new LibvirtDriver({
-      hypervisor: unreadable,
-      storageDir,
-      artifacts,
-      domainType: 'qemu',
-      logger: pino({ level: 'silent' }),
-      eventPollMs: 50,
-    });
+    driver = newDriver(unreadable);
     const notices: LifecycleNotice[] = [];
     await driver.start({ inventoryChanged: () => {}, lifecycle: (notice) => notices.push(notice) });
     await handle('instance.apply', web);
