@@ -9,17 +9,15 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { tenantGroupPrefix } from '../../controllers/apiserver/auth.js';
 import { loadCertificateAuthority } from '../../controllers/pki/files.js';
 import { issueKubeconfig } from '../../controllers/pki/kubeconfig.js';
 import { assertFails, runLoam } from '../harness/cli.js';
 import { type Kubectl, kubectl } from '../harness/kubectl.js';
+import { type FileServer, serveFiles, waitForStatus } from '../harness/libvirt.js';
 import { LoamProcess } from '../harness/loam.js';
 import { tempDir } from '../harness/plane.js';
-import { pollUntil } from '../harness/poll.js';
 
 const kernel = Buffer.from('a kernel, as far as the test driver can tell\n');
 
@@ -27,38 +25,25 @@ describe('loam start, stop, reboot, reset', function () {
   this.timeout(120_000);
   let dir: string;
   let loam: LoamProcess;
-  let files: Server;
+  let files: FileServer;
   let k: Kubectl;
   let host = '';
 
   const run = (args: string[]) => runLoam([...args, '--kubeconfig', loam.kubeconfig]);
   const field = async (path: string) =>
     (await k.run(['get', 'instance', 'hello', '-o', `jsonpath={${path}}`])).stdout;
-  const phase = async (wanted: string) => {
-    let seen = '';
-    await pollUntil(
-      async () => {
-        seen = await field('.status.phase');
-        return seen === wanted;
-      },
-      { timeoutMs: 30_000, what: () => `phase ${wanted} (it is ${seen})` },
-    );
-  };
+  const phase = (wanted: string) =>
+    waitForStatus(k, 'instance', 'hello', `phase ${wanted}`, (status) => status.phase === wanted, 30_000);
 
   before(async () => {
     dir = tempDir('power');
-    files = createServer((request, response) => {
-      if (request.url === '/vmlinuz') response.end(kernel);
-      else response.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+    files = await serveFiles({ '/vmlinuz': kernel });
     loam = await LoamProcess.start({
       dataDir: join(dir, 'data'),
       store: 'sqlite',
       libvirtUri: 'test:///default',
     });
     k = kubectl('1.33', loam.kubeconfig);
-    const { port } = files.address() as AddressInfo;
     const applied = await k.run(['apply', '-f', '-'], {
       input: `
 apiVersion: loam.dev/v1alpha1
@@ -67,7 +52,7 @@ metadata: { name: hello, namespace: default }
 spec:
   memory: 64Mi
   kernel:
-    url: http://127.0.0.1:${port}/vmlinuz
+    url: ${files.url('/vmlinuz')}
     sha256: ${createHash('sha256').update(kernel).digest('hex')}
 `,
     });
@@ -78,7 +63,7 @@ spec:
 
   after(async () => {
     await loam?.stop();
-    files?.close();
+    await files?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -331,7 +331,8 @@ describe('agents/libvirt/driver', () => {
     await rejectsWith(handle('instance.reboot', web), 'MethodNotAllowed', /does not run instance\.reboot/);
   });
 
-  it('reports a domain stopped behind its back, and its removal', async () => {
+  /** The driver watching its domains, with web applied and reported Started: what it reports. */
+  async function watchingWeb(): Promise<{ updates: InventoryUpdate[]; notices: LifecycleNotice[] }> {
     const updates: InventoryUpdate[] = [];
     const notices: LifecycleNotice[] = [];
     await driver.start({
@@ -339,11 +340,16 @@ describe('agents/libvirt/driver', () => {
       lifecycle: (notice) => notices.push(notice),
     });
     await handle('instance.apply', web);
-    const ref = { kind: 'Instance', namespace: 'team-a', name: 'web', uid };
     await pollUntil(() => notices.some((n) => n.reason === 'Started'), {
       timeoutMs: 5_000,
       what: 'a Started notice',
     });
+    return { updates, notices };
+  }
+
+  it('reports a domain stopped behind its back, and its removal', async () => {
+    const { updates, notices } = await watchingWeb();
+    const ref = { kind: 'Instance', namespace: 'team-a', name: 'web', uid };
 
     // Both change state in one poll; only the Loam domain is reported.
     await virsh.destroy('test');
@@ -387,13 +393,7 @@ describe('agents/libvirt/driver', () => {
     };
     await driver.stop();
     driver = newDriver(unreadable);
-    const notices: LifecycleNotice[] = [];
-    await driver.start({ inventoryChanged: () => {}, lifecycle: (notice) => notices.push(notice) });
-    await handle('instance.apply', web);
-    await pollUntil(() => notices.some((n) => n.reason === 'Started'), {
-      timeoutMs: 5_000,
-      what: 'a Started notice',
-    });
+    const { notices } = await watchingWeb();
     await virsh.destroy('aaa-foreign');
     await virsh.destroy(uid);
     await pollUntil(() => notices.some((n) => n.reason === 'Stopped'), {
